@@ -1,0 +1,1 @@
+"""A hospital: a Flower ClientApp over the fedheart core."""

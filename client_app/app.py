@@ -1,0 +1,94 @@
+"""ClientApp: one hospital. Reads only its own file; replies with weights and aggregate numbers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from fedheart.hospital import (
+    HospitalData,
+    evaluate_round,
+    load_hospital,
+    local_only_baseline,
+    majority_baseline,
+    train_round,
+)
+from fedheart.preprocess import Preprocessor
+from fedheart.protocol import parse_model, parse_train
+from fedheart.schema import hospital
+from fedheart.sources import hospital_file
+from fedheart.stats import GlobalStats
+
+app = ClientApp()
+
+
+def _hospital(context: Context, config: dict[str, Any]) -> HospitalData:
+    """This node's data: ``data-path`` from --node-config, else the simulation partition."""
+    node = context.node_config
+    if "data-path" in node:
+        path, name = str(node["data-path"]), str(node.get("hospital", "")) or None
+    else:
+        keys = str(config["hospitals"]).split(",")
+        pid = int(node["partition-id"])
+        if pid >= len(keys):
+            raise ValueError(f"partition {pid} has no hospital: data.hospitals lists only {keys}")
+        h = hospital(keys[pid])
+        path = str(hospital_file(h, str(config["data-root"]) or None,
+                                 allow_download=bool(config["data-download"])))
+        name = h.key
+    return load_hospital(path, seed=int(config["split-seed"]), pipeline=str(config["pipeline"]),
+                         train_fraction=float(config["train-fraction"]), name=name)
+
+
+def _setup(msg: Message, context: Context) -> tuple[HospitalData, Preprocessor, dict[str, Any]]:
+    config = dict(msg.content["config"])
+    data = _hospital(context, config)
+    stats = str(config.get("preprocessing", ""))
+    return data, data.preprocessor(GlobalStats.from_json(stats) if stats else None), config
+
+
+def _weights(msg: Message) -> dict:
+    return {k: v.numpy() for k, v in msg.content["arrays"].items()}
+
+
+@app.query("stats")
+def statistics(msg: Message, context: Context) -> Message:
+    """Sufficient statistics of the training rows (counts, sums, sums of squares, category counts)."""
+    config = dict(msg.content["config"])
+    data = _hospital(context, config)
+    content = RecordDict({"stats": MetricRecord(data.statistics()),
+                          "info": ConfigRecord({"hospital": data.name})})
+    return Message(content, reply_to=msg)
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    """One round of local training from the global model."""
+    data, pre, config = _setup(msg, context)
+    weights, metrics = train_round(data, pre, _weights(msg), parse_model(config), parse_train(config),
+                                   seed=int(config["seed"]),
+                                   server_round=int(config["server-round"]))
+    arrays = ArrayRecord({k: Array(v) for k, v in weights.items()})
+    content = RecordDict({"arrays": arrays, "metrics": MetricRecord(metrics)})
+    return Message(content, reply_to=msg)
+
+
+@app.evaluate()
+def evaluate(msg: Message, context: Context) -> Message:
+    """Loss, ROC AUC, accuracy and score histograms of the global model on the test rows."""
+    data, pre, config = _setup(msg, context)
+    metrics = evaluate_round(data, pre, _weights(msg), parse_model(config))
+    return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)
+
+
+@app.query("baseline")
+def baseline(msg: Message, context: Context) -> Message:
+    """Majority-class and local-only baselines on this hospital's own data."""
+    data, pre, config = _setup(msg, context)
+    metrics = majority_baseline(data)
+    if config.get("baseline.local-only", True):
+        metrics |= local_only_baseline(data, pre, _weights(msg), parse_model(config), parse_train(config),
+                                       rounds=int(config["baseline.rounds"]), seed=int(config["seed"]))
+    return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)

@@ -1,0 +1,145 @@
+"""One hospital's side of the work: its data, statistics, local training and evaluation.
+
+This is what a ClientApp calls; it knows nothing of Flower. Only weights, scalar metrics,
+sufficient statistics and score histograms are returned -- never rows.
+"""
+
+from __future__ import annotations
+
+import functools
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fedheart import stats as fstats
+from fedheart.metrics import score_histograms
+from fedheart.model import build_model, get_weights, set_weights
+from fedheart.preprocess import Preprocessor, flamby_preprocessor, project_preprocessor
+from fedheart.splits import Split, split_table
+from fedheart.tables import HospitalTable, read_table
+from fedheart.training import TrainConfig, evaluate, make_loader, num_steps, train
+
+Weights = dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Which model to build (sent by the server)."""
+
+    name: str = "logreg"
+    hidden: int = 32
+    layers: int = 1
+    dropout: float = 0.1
+
+
+@dataclass
+class HospitalData:
+    """A hospital's validated table and its train/test split."""
+
+    name: str
+    table: HospitalTable
+    split: Split
+    pipeline: str
+
+    @property
+    def train_frame(self) -> pd.DataFrame:
+        return self.table.frame.iloc[self.split.train]
+
+    @property
+    def test_frame(self) -> pd.DataFrame:
+        return self.table.frame.iloc[self.split.test]
+
+    @property
+    def y_train(self) -> np.ndarray:
+        return self.table.labels[self.split.train]
+
+    @property
+    def y_test(self) -> np.ndarray:
+        return self.table.labels[self.split.test]
+
+    def statistics(self) -> dict[str, float]:
+        """Sufficient statistics of the training rows (see :mod:`fedheart.stats`)."""
+        return fstats.local_stats(self.train_frame)
+
+    def preprocessor(self, global_stats: fstats.GlobalStats | None) -> Preprocessor:
+        """The project pipeline needs the federated statistics; FLamby's is local."""
+        if self.pipeline == "flamby":
+            return flamby_preprocessor(self.train_frame)
+        if global_stats is None:
+            raise ValueError("the project pipeline needs the federated preprocessing statistics")
+        return project_preprocessor(global_stats)
+
+    def features(self, pre: Preprocessor) -> tuple[np.ndarray, np.ndarray]:
+        """(x_train, x_test) under the given preprocessing."""
+        return pre.transform(self.train_frame), pre.transform(self.test_frame)
+
+
+@functools.lru_cache(maxsize=8)
+def _load(path: str, mtime: float, seed: int, pipeline: str, train_fraction: float,
+          name: str) -> HospitalData:
+    table = read_table(path)
+    split = split_table(table, seed=seed, pipeline=pipeline, train_fraction=train_fraction)
+    return HospitalData(name, table, split, pipeline)
+
+
+def load_hospital(path: str | Path, *, seed: int, pipeline: str, train_fraction: float = 0.66,
+                  name: str | None = None) -> HospitalData:
+    """Read, validate and split one hospital file (cached while the file is unchanged)."""
+    p = Path(path)
+    mtime = p.stat().st_mtime if p.exists() else 0.0
+    return _load(str(p), mtime, seed, pipeline, train_fraction, name or p.stem)
+
+
+def _seed(*parts: int) -> int:
+    return int(np.random.SeedSequence([abs(int(p)) for p in parts]).generate_state(1)[0])
+
+
+def train_round(data: HospitalData, pre: Preprocessor, weights: Weights, spec: ModelSpec,
+                cfg: TrainConfig, *, seed: int, server_round: int) -> tuple[Weights, dict[str, float]]:
+    """Train the global model locally for one round; returns new weights and scalar metrics."""
+    model = build_model(spec.name, pre.num_features, hidden=spec.hidden, layers=spec.layers,
+                        dropout=spec.dropout)
+    set_weights(model, weights)
+    x_train, _ = data.features(pre)
+    loader = make_loader(x_train, data.y_train, cfg.batch_size,
+                         seed=_seed(seed, server_round, zlib.crc32(data.name.encode())))
+    result = train(model, loader, cfg, num_steps(cfg, len(x_train)))
+    return get_weights(model), {"train-loss": result.loss, "local-steps": float(result.steps),
+                                "num-examples": float(result.num_examples)}
+
+
+def evaluate_round(data: HospitalData, pre: Preprocessor, weights: Weights,
+                   spec: ModelSpec) -> dict[str, float | list[int]]:
+    """Evaluate the global model on the hospital's test rows; aggregate numbers only."""
+    model = build_model(spec.name, pre.num_features, hidden=spec.hidden, layers=spec.layers,
+                        dropout=spec.dropout)
+    set_weights(model, weights)
+    _, x_test = data.features(pre)
+    result = evaluate(model, x_test, data.y_test)
+    pos, neg = score_histograms(data.y_test, result.scores)
+    return {"loss": result.loss, "auc": result.auc, "accuracy": result.accuracy,
+            "num-examples": float(result.num_examples), "hist-pos": pos, "hist-neg": neg}
+
+
+def majority_baseline(data: HospitalData) -> dict[str, float]:
+    """Accuracy of always predicting the hospital's majority training class."""
+    majority = int(data.y_train.mean() >= 0.5) if len(data.y_train) else 0
+    return {"majority-accuracy": float((data.y_test == majority).mean()) if len(data.y_test) else float("nan")}
+
+
+def local_only_baseline(data: HospitalData, pre: Preprocessor, initial: Weights, spec: ModelSpec,
+                        cfg: TrainConfig, *, rounds: int, seed: int) -> dict[str, float]:
+    """Train alone (same model, same total local steps as the federation) and evaluate locally."""
+    model = build_model(spec.name, pre.num_features, hidden=spec.hidden, layers=spec.layers,
+                        dropout=spec.dropout)
+    set_weights(model, initial)
+    x_train, x_test = data.features(pre)
+    loader = make_loader(x_train, data.y_train, cfg.batch_size,
+                         seed=_seed(seed, 10_000, zlib.crc32(data.name.encode())))
+    local_cfg = TrainConfig(**{**cfg.__dict__, "proximal_mu": 0.0})
+    train(model, loader, local_cfg, rounds * num_steps(cfg, len(x_train)))
+    result = evaluate(model, x_test, data.y_test)
+    return {"local-accuracy": result.accuracy, "local-auc": result.auc, "local-loss": result.loss}

@@ -1,0 +1,121 @@
+"""A run's output folder: resolved config, per-round metrics, checkpoints, final model.
+
+Layout of ``<output.root>/<run-name>/``::
+
+    config.yaml          resolved configuration
+    metrics.jsonl        one JSON object per hospital per round, plus one "federation" row
+    checkpoint.pt        last completed round (written to a temp file, then renamed)
+    final_model.pt       state dict of the final global model
+    final_model.json     feature list + preprocessing statistics needed to use the model
+    summary.md/.json     final per-hospital table with baselines
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+CHECKPOINT = "checkpoint.pt"
+METRICS = "metrics.jsonl"
+ENV_OUTPUT_DIR = "FEDHEART_OUTPUT_DIR"
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    """Write through a temp file in the same folder, fsync, then rename over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            write(out)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_text(path: Path, text: str) -> None:
+    _atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def write_json(path: Path, data: Any) -> None:
+    write_text(path, json.dumps(jsonable(data), indent=2, sort_keys=True) + "\n")
+
+
+def jsonable(value: Any) -> Any:
+    """Numpy scalars/arrays to Python, NaN to None (strict JSON)."""
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def output_root(configured: str) -> Path:
+    """``$FEDHEART_OUTPUT_DIR`` beats ``output.root``; relative paths are taken from the cwd."""
+    return Path(os.environ.get(ENV_OUTPUT_DIR) or configured).expanduser().resolve()
+
+
+class RunDir:
+    """Files of one run."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.mkdir(parents=True, exist_ok=True)
+
+    def append_metrics(self, rows: list[dict[str, Any]]) -> None:
+        with (self.path / METRICS).open("a", encoding="utf-8") as out:
+            for row in rows:
+                out.write(json.dumps(jsonable(row), sort_keys=True) + "\n")
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        path = self.path / METRICS
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+    def truncate_metrics_after(self, last_round: int) -> None:
+        """Drop metric rows of rounds after ``last_round`` (a resumed run redoes them)."""
+        rows = [r for r in self.read_metrics() if int(r.get("round", 0)) <= last_round]
+        write_text(self.path / METRICS, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+
+    def save_checkpoint(self, state: dict[str, Any]) -> Path:
+        path = self.path / CHECKPOINT
+        _atomic_write(path, lambda f: torch.save(state, f))
+        return path
+
+    def save_final_model(self, weights: Mapping[str, np.ndarray], meta: dict[str, Any]) -> None:
+        state = {k: torch.as_tensor(np.asarray(v)) for k, v in weights.items()}
+        _atomic_write(self.path / "final_model.pt", lambda f: torch.save(state, f))
+        write_json(self.path / "final_model.json", meta)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint from a run folder or a checkpoint file, with a clear error."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        p = p / CHECKPOINT
+    if not p.is_file():
+        raise FileNotFoundError(f"resume: no checkpoint at {p} (expected a run folder holding {CHECKPOINT})")
+    try:
+        state = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ValueError(f"resume: {p} is not a readable checkpoint ({exc})") from None
+    if not isinstance(state, dict) or "round" not in state or "weights" not in state:
+        raise ValueError(f"resume: {p} is not a fedheart checkpoint")
+    return state

@@ -1,0 +1,259 @@
+"""Drive Flower's CLI: a SuperLink process, connections in $FLWR_HOME, runs and their status."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+FLOWER_ENV = {
+    # The SuperLink must not `uv sync` the app (it would download a CUDA torch): use this env.
+    "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+    "FLWR_DISABLE_UPDATE_CHECK": "1",
+    "FLWR_TELEMETRY_ENABLED": "0",
+    "RAY_DISABLE_USAGE_STATS": "1",
+    "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0",
+}
+FINISHED = "finished:"
+
+
+class FlowerError(RuntimeError):
+    """A Flower process or command failed; the message says which and why."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def tool(name: str) -> str:
+    """Path of a Flower executable next to this Python (the venv), else on PATH."""
+    local = Path(sys.executable).parent / name
+    found = str(local) if local.exists() else shutil.which(name)
+    if not found:
+        raise FlowerError(f"'{name}' not found: install the project first (make install)")
+    return found
+
+
+def flower_env(flwr_home: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {**os.environ, **FLOWER_ENV, "FLWR_HOME": str(flwr_home), **(extra or {})}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
+    return env
+
+
+def wait_until(check: Any, timeout: float, what: str, proc: subprocess.Popen | None = None,
+               log_path: Path | None = None) -> None:
+    """Poll ``check()`` until it is true; fail early if ``proc`` exits, or after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    delay = 0.05
+    while time.monotonic() < deadline:
+        if check():
+            return
+        if proc is not None and proc.poll() is not None:
+            tail = log_path.read_text(errors="replace")[-3000:] if log_path and log_path.exists() else ""
+            raise FlowerError(f"{what}: the process exited with code {proc.returncode}\n{tail}")
+        time.sleep(delay)  # back-off between readiness probes, not a synchronisation sleep
+        delay = min(delay * 2, 0.5)
+    raise FlowerError(f"{what}: not ready after {timeout:.0f}s")
+
+
+def health_ok(url: str, context: Any = None) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1, context=context) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+@dataclass
+class TlsFiles:
+    """CA certificate, server certificate and key for a TLS SuperLink."""
+
+    ca_cert: Path
+    server_cert: Path
+    server_key: Path
+
+
+@dataclass
+class Process:
+    """A Flower process we started and must stop."""
+
+    name: str
+    popen: subprocess.Popen
+    log_path: Path
+
+    def stop(self, timeout: float = 15) -> None:
+        if self.popen.poll() is not None:
+            return
+        self.popen.send_signal(signal.SIGTERM)
+        try:
+            self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait(timeout)
+
+    def log_tail(self, chars: int = 4000) -> str:
+        return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
+
+
+def start_process(name: str, argv: Sequence[str], env: dict[str, str], log_path: Path,
+                  cwd: Path = REPO_ROOT) -> Process:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    out: IO[bytes] = log_path.open("ab")
+    popen = subprocess.Popen(list(argv), env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
+                             stdin=subprocess.DEVNULL, start_new_session=True)
+    out.close()
+    return Process(name, popen, log_path)
+
+
+@dataclass
+class SuperLink:
+    """A ``flower-superlink`` on loopback with its own ports, state and $FLWR_HOME connection."""
+
+    workdir: Path
+    simulation: bool = True
+    tls: TlsFiles | None = None
+    supernode_auth: bool = False
+    host: str = "127.0.0.1"
+    port: int = field(default_factory=free_port)
+    connection: str = "fedheart"
+    extra_env: dict[str, str] = field(default_factory=dict)
+    process: Process | None = None
+
+    @property
+    def flwr_home(self) -> Path:
+        return self.workdir / "flwr-home"
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def env(self) -> dict[str, str]:
+        return flower_env(self.flwr_home, self.extra_env)
+
+    def start(self, timeout: float = 60) -> SuperLink:
+        self.flwr_home.mkdir(parents=True, exist_ok=True)
+        argv = [tool("flower-superlink"), "--host", self.host, "--port", str(self.port),
+                "--control-api-address", f"127.0.0.1:{free_port()}",
+                "--database", str(self.workdir / "superlink-state.db"),
+                "--disable-runtime-dependency-installation"]
+        if not self.simulation:
+            argv += ["--fleet-api-address", f"{self.host}:{free_port()}"]
+        argv += ["--simulation"] if self.simulation else []
+        if self.tls:
+            argv += ["--ssl-ca-certfile", str(self.tls.ca_cert), "--ssl-certfile", str(self.tls.server_cert),
+                     "--ssl-keyfile", str(self.tls.server_key)]
+        else:
+            argv += ["--insecure"]
+        if self.supernode_auth:
+            argv += ["--enable-supernode-auth"]
+        self.process = start_process("superlink", argv, self.env, self.workdir / "superlink.log")
+        ctx = None
+        if self.tls:
+            import ssl
+
+            ctx = ssl.create_default_context(cafile=str(self.tls.ca_cert))
+        scheme = "https" if self.tls else "http"
+        wait_until(lambda: health_ok(f"{scheme}://{self.address}/health", ctx), timeout,
+                   f"SuperLink on {self.address}", self.process.popen, self.process.log_path)
+        self.write_connection()
+        return self
+
+    def write_connection(self) -> None:
+        """Point the ``fedheart`` connection of this $FLWR_HOME at this SuperLink."""
+        lines = ["[superlink]", f'default = "{self.connection}"', "",
+                 f"[superlink.{self.connection}]", f'address = "{self.address}"']
+        if self.tls:
+            lines.append(f'root-certificates = "{self.tls.ca_cert}"')
+        else:
+            lines.append("insecure = true")
+        (self.flwr_home / "config.toml").write_text("\n".join(lines) + "\n")
+
+    def stop(self) -> None:
+        if self.process:
+            self.process.stop()
+
+    def __enter__(self) -> SuperLink:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def toml_string(value: str) -> str:
+    return json.dumps(value)  # a JSON string is a valid TOML basic string
+
+
+def submit_run(link: SuperLink, *, overrides: Sequence[str] = (), federation: dict[str, Any] | None = None,
+               app_dir: Path = REPO_ROOT, stream: bool = True, echo: IO[str] | None = sys.stdout,
+               timeout: float = 3600) -> str:
+    """``flwr run`` the app; returns the run id. With ``stream`` the logs are echoed until the end."""
+    run_config = link.workdir / f"run-config-{time.time_ns()}.toml"
+    run_config.write_text(f"overrides = {toml_string(' '.join(overrides))}\n")
+    argv = [tool("flwr"), "run", str(app_dir), link.connection, "--run-config", str(run_config)]
+    for key, value in (federation or {}).items():
+        argv += ["--federation-config", f"{key}={json.dumps(value) if isinstance(value, str) else value}"]
+    argv += ["--stream"] if stream else ["--format", "json"]
+    proc = subprocess.Popen(argv, env=link.env, cwd=app_dir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, stdin=subprocess.DEVNULL)
+    run_id = None
+    output: list[str] = []
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    for line in proc.stdout:
+        output.append(line)
+        if echo is not None:
+            echo.write(line)
+            echo.flush()
+        if run_id is None and (m := re.search(r"(?:started run|\"run-id\":\s*\"?)(\d+)", line)):
+            run_id = m.group(1)
+        if time.monotonic() > deadline:
+            proc.kill()
+            break
+    proc.wait()
+    if run_id is None:
+        raise FlowerError("flwr run did not start a run:\n" + "".join(output)[-3000:])
+    return run_id
+
+
+def run_status(link: SuperLink, run_id: str) -> dict[str, Any]:
+    """The run's record from ``flwr ls`` (``status`` is e.g. ``finished:completed``)."""
+    out = subprocess.run([tool("flwr"), "ls", link.connection, "--run-id", run_id, "--format", "json"],
+                         env=link.env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    try:
+        data = json.loads(out.stdout)
+    except json.JSONDecodeError:
+        raise FlowerError(f"flwr ls failed: {out.stdout[-2000:]} {out.stderr[-2000:]}") from None
+    runs = data.get("runs") or []
+    if not runs:
+        raise FlowerError(f"flwr ls knows no run {run_id}: {data}")
+    return runs[0]
+
+
+def wait_for_run(link: SuperLink, run_id: str, timeout: float = 3600) -> dict[str, Any]:
+    """Poll ``flwr ls`` until the run has finished; returns its record."""
+    record: dict[str, Any] = {}
+
+    def done() -> bool:
+        nonlocal record
+        record = run_status(link, run_id)
+        return str(record.get("status", "")).startswith(FINISHED)
+
+    wait_until(done, timeout, f"run {run_id}")
+    return record

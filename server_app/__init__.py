@@ -1,0 +1,1 @@
+"""The aggregator: a Flower ServerApp over the fedheart core."""

@@ -1,0 +1,34 @@
+"""ServerApp: compose the Hydra config from the run config, then run the federation."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from flwr.app import Context
+from flwr.serverapp import Grid, ServerApp
+
+from fedheart.config import load_config
+from server_app.federation import Federation
+from server_app.strategies import build_strategy
+
+app = ServerApp()
+
+
+def setup_logging() -> None:
+    logger = logging.getLogger("fedheart")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(levelname)s [fedheart] %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    """Entry point of the aggregator. Any error ends the run as failed, with its message."""
+    setup_logging()
+    cfg = load_config(str(context.run_config.get("overrides", "")))
+    strategy = build_strategy(cfg)
+    Federation(cfg, grid, strategy, run_id=context.run_id).run()

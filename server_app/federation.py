@@ -1,0 +1,270 @@
+"""The server's run: federated statistics, rounds with checkpoints, baselines, summary.
+
+It mirrors ``Strategy.start`` of Flower 1.42 but keeps every hospital's metrics, writes a
+checkpoint after each round and can resume from one. The strategy still does the sampling,
+configuration and aggregation.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import torch
+from flwr.app import ConfigRecord, Message, RecordDict
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Strategy
+from flwr.serverapp.strategy.strategy_utils import sample_nodes
+
+from fedheart import stats as fstats
+from fedheart.config import AppConfig, to_yaml
+from fedheart.model import build_model, get_weights
+from fedheart.preprocess import FLAMBY_COLUMNS, Preprocessor, flamby_preprocessor, project_preprocessor
+from fedheart.protocol import task_settings, train_settings
+from fedheart.runs import RunDir, load_checkpoint, output_root, write_json, write_text
+from fedheart.summary import federation_metrics, summary_table
+from server_app.records import config_record, from_arrays, metrics_of, to_arrays
+
+log = logging.getLogger("fedheart.server")
+
+STRATEGY_STATE = ("m_t", "v_t")  # FedOpt family: server optimiser moments
+
+
+class FederationError(RuntimeError):
+    """The run cannot go on; the message says why."""
+
+
+@dataclass
+class Hospital:
+    node_id: int
+    name: str
+    train_rows: int
+
+
+@dataclass
+class History:
+    last_round: int = 0
+    federation: dict[int, dict[str, float]] = field(default_factory=dict)
+    final: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def _error_reasons(replies: Iterable[Message]) -> list[str]:
+    return [f"node {m.metadata.src_node_id}: {m.error.reason}" for m in replies if m.has_error()]
+
+
+class Federation:
+    """One federated run of the heart-disease model."""
+
+    def __init__(self, cfg: AppConfig, grid: Grid, strategy: Strategy, run_id: int) -> None:
+        self.cfg = cfg
+        self.grid = grid
+        self.strategy = strategy
+        self.run_id = run_id
+        self.hospitals: dict[int, Hospital] = {}
+        self.history = History()
+        self.preprocessing = ""
+        self.run_dir = self._make_run_dir()
+
+    # -- set-up -------------------------------------------------------------------------------
+    def _make_run_dir(self) -> RunDir:
+        if self.cfg.resume:
+            from pathlib import Path
+
+            path = Path(self.cfg.resume).expanduser().resolve()
+            return RunDir(path.parent if path.is_file() else path)
+        stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+        name = self.cfg.output.run_name or f"{stamp}-{self.cfg.strategy.name}-run{self.run_id}"
+        return RunDir(output_root(self.cfg.output.root) / name)
+
+    def _send(self, node_ids: Iterable[int], message_type: str, content: RecordDict) -> list[Message]:
+        messages = [Message(content=content, message_type=message_type, dst_node_id=n) for n in node_ids]
+        return list(self.grid.send_and_receive(messages, timeout=self.cfg.round_timeout))
+
+    def collect_statistics(self) -> None:
+        """Ask every hospital for its sufficient statistics; combine them into global ones."""
+        sample_nodes(self.grid, self.cfg.min_hospitals, self.cfg.min_hospitals)  # waits until enough connect
+        all_ids = sorted(self.grid.get_node_ids())
+        log.info("Federated statistics: asking %d hospitals (nodes %s)", len(all_ids), all_ids)
+        content = RecordDict({"config": config_record(task_settings(self.cfg))})
+        replies = self._send(all_ids, "query.stats", content)
+        parts = []
+        for reply in replies:
+            if reply.has_error():
+                continue
+            info = reply.content.config_records["info"]
+            stats = metrics_of(reply.content)
+            self.hospitals[reply.metadata.src_node_id] = Hospital(
+                reply.metadata.src_node_id, str(info["hospital"]), int(stats["n"]))
+            parts.append(stats)
+        errors = _error_reasons(replies)
+        for reason in errors:
+            log.error("Hospital failed to report statistics: %s", reason)
+        if len(parts) < self.cfg.min_hospitals:
+            raise FederationError(
+                f"only {len(parts)} of the required {self.cfg.min_hospitals} hospitals reported their "
+                f"statistics; errors: {'; '.join(errors) or 'none (timeout)'}")
+        names = [h.name for h in self.hospitals.values()]
+        if len(set(names)) != len(names):
+            raise FederationError(f"two nodes report the same hospital name: {sorted(names)}")
+        if self.cfg.data.pipeline == "project":
+            global_stats = fstats.GlobalStats.from_totals(fstats.combine(parts))
+            self.preprocessing = global_stats.to_json()
+        log.info("Hospitals: %s", ", ".join(f"{h.name} ({h.train_rows} training rows)"
+                                           for h in self.hospitals.values()))
+
+    def preprocessor(self) -> Preprocessor:
+        """The feature layout (for the model's input size and the saved model's metadata)."""
+        if self.cfg.data.pipeline == "flamby":
+            import pandas as pd
+
+            return flamby_preprocessor(pd.DataFrame(np.zeros((2, len(FLAMBY_COLUMNS) + 1)),
+                                                    columns=[*FLAMBY_COLUMNS, "num"]))
+        return project_preprocessor(fstats.GlobalStats.from_json(self.preprocessing))
+
+    def initial_weights(self) -> dict[str, np.ndarray]:
+        m = self.cfg.model
+        model = build_model(m.name, self.preprocessor().num_features, hidden=m.hidden, layers=m.layers,
+                            dropout=m.dropout, seed=self.cfg.seed)
+        return get_weights(model)
+
+    # -- checkpoints --------------------------------------------------------------------------
+    def _checkpoint(self, weights: dict[str, np.ndarray], server_round: int) -> None:
+        strategy_state = {
+            attr: {k: torch.as_tensor(v) for k, v in getattr(self.strategy, attr).items()}
+            for attr in STRATEGY_STATE if getattr(self.strategy, attr, None)
+        }
+        self.run_dir.save_checkpoint({
+            "round": server_round,
+            "weights": {k: torch.as_tensor(np.asarray(v)) for k, v in weights.items()},
+            "strategy": self.cfg.strategy.name,
+            "strategy_state": strategy_state,
+            "preprocessing": self.preprocessing,
+            "model": self.cfg.model.name,
+            "pipeline": self.cfg.data.pipeline,
+            "federation": {str(k): v for k, v in self.history.federation.items()},
+            "initial_weights": {k: torch.as_tensor(np.asarray(v)) for k, v in self.initial.items()},
+        })
+
+    def _restore(self) -> dict[str, np.ndarray]:
+        state = load_checkpoint(self.cfg.resume or "")
+        for key, want in (("strategy", self.cfg.strategy.name), ("model", self.cfg.model.name),
+                          ("pipeline", self.cfg.data.pipeline)):
+            if state.get(key) != want:
+                raise FederationError(f"resume: the checkpoint was made with {key}={state.get(key)!r}, "
+                                      f"this run has {key}={want!r}; use the same configuration")
+        for attr, arrays in state.get("strategy_state", {}).items():
+            setattr(self.strategy, attr, {k: v.numpy() for k, v in arrays.items()})
+        self.preprocessing = state["preprocessing"] or self.preprocessing
+        self.history.last_round = int(state["round"])
+        self.history.federation = {int(k): v for k, v in state.get("federation", {}).items()}
+        self.initial = {k: v.numpy() for k, v in state["initial_weights"].items()}
+        self.run_dir.truncate_metrics_after(self.history.last_round)
+        log.info("Resuming %s from round %d", self.run_dir.path, self.history.last_round)
+        return {k: v.numpy() for k, v in state["weights"].items()}
+
+    # -- rounds -------------------------------------------------------------------------------
+    def _name(self, reply: Message) -> str:
+        hospital = self.hospitals.get(reply.metadata.src_node_id)
+        return hospital.name if hospital else f"node-{reply.metadata.src_node_id}"
+
+    def _train(self, server_round: int, arrays: Any, config: ConfigRecord) -> tuple[Any, list[dict]]:
+        replies = list(self.grid.send_and_receive(
+            self.strategy.configure_train(server_round, arrays, config, self.grid), timeout=self.cfg.round_timeout))
+        ok = [r for r in replies if not r.has_error()]
+        for reason in _error_reasons(replies):
+            log.warning("Round %d: a hospital failed to train: %s", server_round, reason)
+        if len(ok) < self.cfg.min_replies:
+            raise FederationError(
+                f"round {server_round}: only {len(ok)} hospital(s) returned an update, at least "
+                f"{self.cfg.min_replies} required (min_replies); errors: "
+                f"{'; '.join(_error_reasons(replies)) or 'none (timed out)'}")
+        new_arrays, _ = self.strategy.aggregate_train(server_round, replies)
+        rows = [{"round": server_round, "phase": "train", "hospital": self._name(r), **metrics_of(r.content)}
+                for r in ok]
+        return (new_arrays if new_arrays is not None else arrays), rows
+
+    def _evaluate(self, server_round: int, arrays: Any, config: ConfigRecord) -> dict[str, dict]:
+        replies = list(self.grid.send_and_receive(
+            self.strategy.configure_evaluate(server_round, arrays, config, self.grid),
+            timeout=self.cfg.round_timeout))
+        for reason in _error_reasons(replies):
+            log.warning("Round %d: a hospital failed to evaluate: %s", server_round, reason)
+        self.strategy.aggregate_evaluate(server_round, replies)
+        return {self._name(r): metrics_of(r.content) for r in replies if not r.has_error()}
+
+    def run(self) -> History:
+        """Statistics, then rounds (resuming if configured), then baselines and the summary."""
+        started = time.perf_counter()
+        cfg = self.cfg
+        write_text(self.run_dir.path / "config.yaml", to_yaml(cfg))
+        self.collect_statistics()
+        self.initial = self.initial_weights()
+        weights = self._restore() if cfg.resume else self.initial
+        arrays = to_arrays(weights)
+        task = task_settings(cfg, self.preprocessing)
+        train_cfg = config_record({**task, **train_settings(cfg)})
+        eval_cfg = config_record(task)
+        per_hospital: dict[str, dict] = {}
+        for server_round in range(self.history.last_round + 1, cfg.rounds + 1):
+            t0 = time.perf_counter()
+            arrays, train_rows = self._train(server_round, arrays, ConfigRecord(dict(train_cfg)))
+            per_hospital = self._evaluate(server_round, arrays, ConfigRecord(dict(eval_cfg)))
+            fed = federation_metrics(per_hospital) if per_hospital else {}
+            fed["train-loss"] = float(np.mean([r["train-loss"] for r in train_rows]))
+            fed["seconds"] = time.perf_counter() - t0
+            self.history.federation[server_round] = fed
+            eval_rows = [{"round": server_round, "phase": "evaluate", "hospital": name,
+                          **{k: v for k, v in m.items() if not k.startswith("hist-")}}
+                         for name, m in per_hospital.items()]
+            self.run_dir.append_metrics(train_rows + eval_rows + [
+                {"round": server_round, "phase": "federation", "hospital": "all", **fed}])
+            self._checkpoint(from_arrays(arrays), server_round)
+            self.history.last_round = server_round
+            log.info("Round %d/%d done in %.1fs | train loss %.3f | %s | mean acc %.3f | pooled AUC %.3f",
+                     server_round, cfg.rounds, fed["seconds"], fed["train-loss"],
+                     " ".join(f"{n} {m['accuracy']:.2f}/{m['auc']:.2f}" for n, m in per_hospital.items()),
+                     fed.get("mean-accuracy", float("nan")), fed.get("pooled-auc", float("nan")))
+        final = from_arrays(arrays)
+        if not per_hospital:  # resumed at the end: evaluate the final model once more
+            per_hospital = self._evaluate(cfg.rounds, arrays, ConfigRecord(dict(eval_cfg)))
+        self.history.final = per_hospital
+        self.finish(final, per_hospital, train_cfg, time.perf_counter() - started)
+        return self.history
+
+    # -- end of run ---------------------------------------------------------------------------
+    def baselines(self, train_cfg: ConfigRecord) -> dict[str, dict]:
+        """Majority-class and local-only baselines, computed by each hospital on its own data."""
+        config = ConfigRecord({**dict(train_cfg), "baseline.rounds": self.cfg.rounds,
+                               "baseline.local-only": self.cfg.baselines})
+        content = RecordDict({"arrays": to_arrays(self.initial), "config": config})
+        replies = self._send(self.hospitals, "query.baseline", content)
+        for reason in _error_reasons(replies):
+            log.warning("A hospital failed to compute its baselines: %s", reason)
+        return {self._name(r): metrics_of(r.content) for r in replies if not r.has_error()}
+
+    def finish(self, final: dict[str, np.ndarray], per_hospital: dict[str, dict], train_cfg: ConfigRecord,
+               seconds: float) -> None:
+        pre = self.preprocessor()
+        self.run_dir.save_final_model(final, {
+            "model": self.cfg.model.name, "model_settings": dict(vars(self.cfg.model)),
+            "pipeline": self.cfg.data.pipeline, "features": pre.feature_names,
+            "preprocessing": pre.to_dict() if self.cfg.data.pipeline == "project"
+            else "per-hospital standardisation (FLamby): each hospital uses its own training mean/std",
+            "rounds": self.history.last_round, "strategy": self.cfg.strategy.name,
+        })
+        baselines = self.baselines(train_cfg)
+        table, data = summary_table(per_hospital, baselines,
+                                    {h.name: h.train_rows for h in self.hospitals.values()})
+        data.update({"rounds": self.history.last_round, "seconds": seconds, "strategy": self.cfg.strategy.name,
+                     "protocol": self.cfg.protocol, "run_dir": str(self.run_dir.path)})
+        write_json(self.run_dir.path / "summary.json", data)
+        write_text(self.run_dir.path / "summary.md",
+                   f"# Run summary\n\nStrategy: {self.cfg.strategy.name}, protocol: {self.cfg.protocol}, "
+                   f"rounds: {self.history.last_round}\n\n{table}\n")
+        log.info("Final results after %d rounds (%.1fs), written to %s\n%s",
+                 self.history.last_round, seconds, self.run_dir.path, table)
