@@ -1,0 +1,32 @@
+"""Real Flower simulations of the four UCI hospitals (one shared SuperLink)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+
+def test_four_hospitals_two_rounds_completes_and_beats_majority(simulation) -> None:
+    run = simulation.run("rounds=2")
+    assert run.status == "finished:completed", run.record.get("status-details")
+    summary = run.summary
+    assert set(summary["hospitals"]) == {"cleveland", "hungarian", "switzerland", "va"}
+    assert summary["rounds"] == 2
+    mean_auc = summary["means"]["auc"]
+    # The majority-class predictor has AUC 0.5 at every hospital; accuracy must beat it on average.
+    assert mean_auc > 0.5
+    assert summary["means"]["accuracy"] > summary["means"]["majority-accuracy"]
+    rows = [json.loads(line) for line in (run.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert {(r["round"], r["phase"]) for r in rows} >= {(1, "train"), (1, "evaluate"), (2, "federation")}
+    for name in ("config.yaml", "checkpoint.pt", "final_model.pt", "final_model.json", "summary.md"):
+        assert (run.run_dir / name).is_file(), name
+
+
+def test_wrong_config_key_fails_the_run_before_round_one(simulation) -> None:
+    run = simulation.run("train.lrr=0.1")
+    assert run.status == "finished:failed"
+    assert "train.lrr" in run.record["status-details"]
+    assert not (run.run_dir / "metrics.jsonl").exists()

@@ -1,0 +1,196 @@
+"""Container images: pinned Flower base images, non-root users, and a
+requirement file that resolves (pip dry run, CPU torch only)."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import time
+import tomllib
+
+import pytest
+import yaml
+from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
+from packaging.utils import canonicalize_name
+from packaging.version import Version
+
+from .conftest import DOCKER_DIR, K8S_DIR, REPO, run
+
+FLOWER_VERSION = "1.42.0"
+DOCKERFILES = {
+    "superlink": DOCKER_DIR / "superlink.Dockerfile",
+    "supernode": DOCKER_DIR / "supernode.Dockerfile",
+    "superexec": DOCKER_DIR / "superexec.Dockerfile",
+}
+APP_IMAGES = ("supernode", "superexec")  # carry the app's dependencies
+REQUIREMENTS = DOCKER_DIR / "requirements-app.txt"
+
+
+def instructions(path):
+    """(INSTRUCTION, arguments) pairs of a Dockerfile, continuation lines joined."""
+    text = re.sub(r"\\\n", " ", path.read_text())
+    result = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            keyword, _, args = line.partition(" ")
+            result.append((keyword.upper(), args.strip()))
+    return result
+
+
+def requirements():
+    reqs = {}
+    for line in REQUIREMENTS.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            req = Requirement(line)
+            reqs[canonicalize_name(req.name)] = req
+    return reqs
+
+
+def pinned_version(req):
+    (spec,) = list(req.specifier)
+    assert spec.operator == "==", f"{req} is not pinned with =="
+    return spec.version
+
+
+@pytest.mark.parametrize("image", sorted(DOCKERFILES))
+def test_base_image_is_the_pinned_flower_release(image):
+    froms = [args for keyword, args in instructions(DOCKERFILES[image]) if keyword == "FROM"]
+    assert len(froms) == 1, f"{image}: expected one FROM, got {froms}"
+    name, _, tag = froms[0].split()[0].partition(":")
+    assert name == f"flwr/{image}"
+    assert tag == FLOWER_VERSION or tag.startswith(f"{FLOWER_VERSION}-"), f"{image}: tag {tag!r} not pinned to {FLOWER_VERSION}"
+
+
+def test_flower_pin_matches_the_base_images():
+    assert pinned_version(requirements()["flwr"]) == FLOWER_VERSION
+
+
+@pytest.mark.parametrize("image", APP_IMAGES)
+def test_app_images_use_a_python_the_app_supports(image):
+    """The plain 1.42.0 tags are Alpine or Python 3.13; the app needs glibc wheels and its requires-python."""
+    (from_args,) = [args for keyword, args in instructions(DOCKERFILES[image]) if keyword == "FROM"]
+    tag = from_args.split(":", 1)[1]
+    match = re.fullmatch(rf"{re.escape(FLOWER_VERSION)}-py(\d+\.\d+)-ubuntu[\d.]+", tag)
+    assert match, f"{image}: use a -pyX.Y-ubuntu variant of {FLOWER_VERSION}, not {tag!r}"
+    requires_python = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["requires-python"]
+    assert Version(match.group(1) + ".0") in SpecifierSet(requires_python), (
+        f"{image}: Python {match.group(1)} outside requires-python {requires_python}"
+    )
+
+
+def pod_run_as_user(render):
+    """runAsUser of every pod template in the rendered k8s overlays."""
+    users = set()
+    for overlay in sorted((K8S_DIR / "overlays").iterdir()):
+        for doc in render(overlay):
+            if doc and doc.get("kind") == "Deployment":
+                users.add(doc["spec"]["template"]["spec"]["securityContext"]["runAsUser"])
+    return users
+
+
+@pytest.mark.parametrize("image", sorted(DOCKERFILES))
+def test_runs_as_the_numeric_non_root_user_the_pods_expect(image, kustomize_render):
+    users = [args for keyword, args in instructions(DOCKERFILES[image]) if keyword == "USER"]
+    assert users, f"{image}: no USER instruction"
+    last = users[-1]
+    uid = last.split(":")[0]
+    assert uid.isdigit() and int(uid) != 0, f"{image}: final USER {last!r} must be a numeric non-root uid"
+    # runAsNonRoot can only verify numeric users; the pods run with the same uid.
+    assert pod_run_as_user(kustomize_render) == {int(uid)}
+
+
+@pytest.mark.parametrize("image", APP_IMAGES)
+def test_app_images_install_cpu_torch_and_the_app_without_deps(image):
+    text = re.sub(r"\\\n", " ", DOCKERFILES[image].read_text())
+    assert re.search(r"--index-url https://download\.pytorch\.org/whl/cpu torch==2\.13\.0", text), (
+        f"{image}: torch must come from the CPU index"
+    )
+    assert "-r /tmp/requirements-app.txt" in text and "docker/requirements-app.txt" in text
+    assert re.search(r"pip install --no-cache-dir --no-deps /tmp/src", text)
+    assert (DOCKER_DIR / f"{image}.Dockerfile.dockerignore").read_text().lstrip("#").find("\n*\n") >= 0, (
+        f"{image}: the build context must be an allow-list (.venv is several GB)"
+    )
+
+
+def test_requirements_are_pinned_and_cover_the_app():
+    reqs = requirements()
+    for req in reqs.values():
+        pinned_version(req)
+    assert pinned_version(reqs["torch"]) == "2.13.0"
+    assert pinned_version(reqs["opacus"]) == "1.6.0"
+    # Everything the app declares (its runtime deps and the "aws" extra) is
+    # pinned to a version its own specifier accepts; only the simulation
+    # extra (Ray) is left out of the images.
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    declared = [Requirement(r) for r in project["dependencies"]]
+    declared += [Requirement(r) for r in project.get("optional-dependencies", {}).get("aws", [])]
+    for dep in declared:
+        name = canonicalize_name(dep.name)
+        assert name in reqs, f"{dep} (pyproject.toml) missing from docker/requirements-app.txt"
+        version = pinned_version(reqs[name])
+        assert dep.specifier.contains(version, prereleases=True), f"pin {name}=={version} violates {dep}"
+        assert set(dep.extras) - {"simulation"} <= set(reqs[name].extras), f"{name}: extras {dep.extras}"
+
+
+def test_requirements_resolve_with_cpu_torch(tmp_path):
+    """pip resolves the whole file together (dry run: downloads metadata only).
+
+    A constraint pins torch to the CPU build, so pip can never pick (or fetch)
+    a CUDA torch; on this machine it comes from the local wheel directory.
+    """
+    constraints = tmp_path / "cpu-torch.txt"
+    constraints.write_text("torch==2.13.0+cpu\n")
+    report = tmp_path / "report.json"
+    started = time.monotonic()
+    result = run(
+        [
+            sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed",
+            "--quiet", "--no-input", "--disable-pip-version-check",
+            "--report", str(report), "-c", str(constraints), "-r", str(REQUIREMENTS),
+        ],
+        timeout=300,
+    )
+    elapsed = time.monotonic() - started
+    assert result.returncode == 0, f"pip could not resolve docker/requirements-app.txt:\n{result.stderr[-4000:]}"
+    installed = {
+        canonicalize_name(item["metadata"]["name"]): item["metadata"]["version"]
+        for item in json.loads(report.read_text())["install"]
+    }
+    for name, req in requirements().items():
+        assert Version(installed[name]).public == pinned_version(req), f"{name}: resolved {installed[name]}"
+    assert installed["torch"].endswith("+cpu")
+    cuda = sorted(n for n in installed if n.startswith(("nvidia-", "triton")))
+    assert not cuda, f"CUDA packages in the resolution: {cuda}"
+    print(f"pip dry-run resolved {len(installed)} packages in {elapsed:.0f}s")
+
+
+def test_k8s_app_images_match_the_dockerfiles(kustomize_render):
+    """Images in the manifests are the three built here, from the ECR repos terraform creates."""
+    for overlay in sorted((K8S_DIR / "overlays").iterdir()):
+        for doc in kustomize_render(overlay):
+            if not doc or doc.get("kind") != "Deployment":
+                continue
+            for container in doc["spec"]["template"]["spec"]["containers"]:
+                repo = container["image"].split("/", 1)[1].split(":")[0]
+                assert repo in {f"fedheart/{name}" for name in DOCKERFILES}, container["image"]
+
+
+@pytest.fixture(scope="module")
+def kustomize_render():
+    from .conftest import require_tool
+
+    kubectl = require_tool("kubectl")
+    cache = {}
+
+    def render(path):
+        if path not in cache:
+            result = run([kubectl, "kustomize", str(path)])
+            assert result.returncode == 0, result.stderr
+            cache[path] = list(yaml.safe_load_all(result.stdout))
+        return cache[path]
+
+    return render
