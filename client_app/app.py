@@ -20,6 +20,7 @@ from fedheart.protocol import parse_model, parse_train
 from fedheart.schema import hospital
 from fedheart.sources import hospital_file
 from fedheart.stats import GlobalStats
+from fedheart.tracking import track_hospital
 
 app = ClientApp()
 
@@ -36,7 +37,8 @@ def _hospital(context: Context, config: dict[str, Any]) -> HospitalData:
             raise ValueError(f"partition {pid} has no hospital: data.hospitals lists only {keys}")
         h = hospital(keys[pid])
         path = str(hospital_file(h, str(config["data-root"]) or None,
-                                 allow_download=bool(config["data-download"])))
+                                 allow_download=bool(config["data-download"]),
+                                 base_url=str(config["data-url"])))
         name = h.key
     return load_hospital(path, seed=int(config["split-seed"]), pipeline=str(config["pipeline"]),
                          train_fraction=float(config["train-fraction"]), name=name)
@@ -51,6 +53,15 @@ def _setup(msg: Message, context: Context) -> tuple[HospitalData, Preprocessor, 
 
 def _weights(msg: Message) -> dict:
     return {k: v.numpy() for k, v in msg.content["arrays"].items()}
+
+
+def _track(context: Context, config: dict[str, Any], data: HospitalData, phase: str, metrics: dict) -> None:
+    """Log this reply's numbers to the hospital's tracking run; a failure is reported once per run."""
+    state = context.state.config_records.get("tracking")  # kept by the SuperNode across messages
+    known = str(state["error"]) if state and "error" in state else None
+    error = track_hospital(config, data.name, len(data.y_train), phase, metrics, error=known)
+    if error and error != known:
+        context.state["tracking"] = ConfigRecord({"error": error})
 
 
 @app.query("stats")
@@ -70,6 +81,7 @@ def train(msg: Message, context: Context) -> Message:
     weights, metrics = train_round(data, pre, _weights(msg), parse_model(config), parse_train(config),
                                    seed=int(config["seed"]),
                                    server_round=int(config["server-round"]))
+    _track(context, config, data, "train", metrics)
     arrays = ArrayRecord({k: Array(v) for k, v in weights.items()})
     content = RecordDict({"arrays": arrays, "metrics": MetricRecord(metrics)})
     return Message(content, reply_to=msg)
@@ -80,6 +92,7 @@ def evaluate(msg: Message, context: Context) -> Message:
     """Loss, ROC AUC, accuracy and score histograms of the global model on the test rows."""
     data, pre, config = _setup(msg, context)
     metrics = evaluate_round(data, pre, _weights(msg), parse_model(config))
+    _track(context, config, data, "evaluate", metrics)
     return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)
 
 

@@ -18,6 +18,9 @@ from omegaconf.errors import OmegaConfBaseException
 
 from fedheart.model import MODELS
 from fedheart.schema import HOSPITALS
+from fedheart.sources import UCI_BASE_URL
+from fedheart.tracking import BACKENDS
+from fedheart.tracking.names import TrackingNameError, check_prefix
 from fedheart.training import OPTIMIZERS, TrainConfig
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
@@ -32,6 +35,7 @@ class ConfigError(ValueError):
 class DataConfig:
     root: str | None = None
     download: bool = True
+    url: str = UCI_BASE_URL
     hospitals: list[str] = field(default_factory=lambda: [h.key for h in HOSPITALS])
     pipeline: str = "project"
     split_seed: int = 43
@@ -69,8 +73,27 @@ class PrivacyConfig:
 
 
 @dataclass
+class AggregationConfig:
+    """How the server combines updates: ``plain`` FedAvg family, or Flower's SecAgg+ (``secagg``)."""
+
+    mode: str = "plain"
+    num_shares: int = 4  # SecAgg+: shares of each hospital's secret keys (> 2)
+    reconstruction_threshold: int = 3  # shares that rebuild a secret (>= 2, < num_shares)
+    clipping_range: float = 8.0  # every scaled weight must lie in [-clipping_range, clipping_range]
+    quantization_range: int = 4194304  # 2**22 levels per weight
+    max_weight: float = 1000.0  # an update is scaled by num_examples / max_weight (must be <= 1)
+    timeout: float | None = None  # seconds per SecAgg+ stage; None: round_timeout
+    max_failed_rounds: int = 0  # rounds whose SecAgg+ may halt before the run fails
+
+
+@dataclass
 class TrackingConfig:
-    backend: str = "local"
+    backend: str = "local"  # local | sagemaker
+    experiment_prefix: str = "fed-heart-disease"
+    region: str | None = None  # None: the AWS chain (AWS_DEFAULT_REGION, profile...)
+    flush_every: int = 1  # the aggregator sends its metrics every N rounds (hospitals: every message)
+    timeout: float = 5.0  # seconds to connect / to read, per AWS call
+    max_attempts: int = 2  # attempts per AWS call, retries included
 
 
 @dataclass
@@ -85,6 +108,7 @@ class AppConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    aggregation: AggregationConfig = field(default_factory=AggregationConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     train: TrainSection = field(default_factory=TrainSection)
     output: OutputConfig = field(default_factory=OutputConfig)
@@ -154,6 +178,49 @@ def check_config(cfg: AppConfig) -> None:
              f"must be one of {', '.join(OPTIMIZERS)}, got {t.optimizer!r}")
     _require(t.momentum >= 0, "train.momentum", f"must be >= 0, got {t.momentum}")
     _require(t.weight_decay >= 0, "train.weight_decay", f"must be >= 0, got {t.weight_decay}")
+    _check_tracking(cfg.tracking)
+    check_aggregation(cfg)
+
+
+def _check_tracking(tr: TrackingConfig) -> None:
+    _require(tr.backend in BACKENDS, "tracking.backend", f"must be one of {', '.join(BACKENDS)}, got {tr.backend!r}")
+    try:
+        check_prefix(tr.experiment_prefix)
+    except TrackingNameError as exc:
+        raise ConfigError(f"invalid value for 'tracking.experiment_prefix': {exc}") from None
+    _require(tr.flush_every >= 1, "tracking.flush_every", f"must be >= 1, got {tr.flush_every}")
+    _require(tr.timeout > 0, "tracking.timeout", f"must be > 0, got {tr.timeout}")
+    _require(tr.max_attempts >= 1, "tracking.max_attempts", f"must be >= 1, got {tr.max_attempts}")
+
+
+AGGREGATIONS = ("plain", "secagg")
+SECAGG_MODULUS = 2**32  # Flower's SecAgg+ modulus_range: masked sums live modulo this
+
+
+def check_aggregation(cfg: AppConfig) -> None:
+    """SecAgg+ settings that can never work, checked before any hospital is contacted."""
+    a = cfg.aggregation
+    _require(a.mode in AGGREGATIONS, "aggregation.mode", f"must be one of {', '.join(AGGREGATIONS)}, got {a.mode!r}")
+    if a.mode != "secagg":
+        return
+    _require(cfg.min_hospitals >= 2, "min_hospitals",
+             f"secure aggregation needs at least 2 hospitals, got {cfg.min_hospitals}")
+    _require(a.num_shares > 2, "aggregation.num_shares", f"must be > 2 (Flower SecAgg+), got {a.num_shares}")
+    _require(2 <= a.reconstruction_threshold < a.num_shares, "aggregation.reconstruction_threshold",
+             f"must be >= 2 and less than aggregation.num_shares ({a.num_shares}), got {a.reconstruction_threshold}")
+    _require(a.reconstruction_threshold <= cfg.min_hospitals, "aggregation.reconstruction_threshold",
+             f"{a.reconstruction_threshold} shares can never be collected from min_hospitals={cfg.min_hospitals} "
+             "hospitals; lower it or raise min_hospitals")
+    _require(a.clipping_range > 0, "aggregation.clipping_range", f"must be > 0, got {a.clipping_range}")
+    _require(0 < a.quantization_range < SECAGG_MODULUS, "aggregation.quantization_range",
+             f"must be in (0, 2**32), got {a.quantization_range}")
+    _require(cfg.min_hospitals * a.quantization_range < SECAGG_MODULUS, "aggregation.quantization_range",
+             f"{a.quantization_range} x {cfg.min_hospitals} hospitals (min_hospitals) overflows the SecAgg+ "
+             f"modulus 2**32; use at most {(SECAGG_MODULUS - 1) // cfg.min_hospitals}")
+    _require(a.max_weight > 0, "aggregation.max_weight", f"must be > 0, got {a.max_weight}")
+    _require(a.timeout is None or a.timeout > 0, "aggregation.timeout", f"must be > 0 or null, got {a.timeout}")
+    _require(0 <= a.max_failed_rounds < cfg.rounds, "aggregation.max_failed_rounds",
+             f"must be >= 0 and less than rounds ({cfg.rounds}), got {a.max_failed_rounds}")
 
 
 def train_config(cfg: AppConfig, proximal_mu: float = 0.0) -> TrainConfig:

@@ -12,24 +12,30 @@ from typing import Any
 
 from fedheart.config import AppConfig, train_config
 from fedheart.hospital import ModelSpec
+from fedheart.tracking import tracking_settings
 from fedheart.training import TrainConfig
 
 Scalar = int | float | str | bool
 
 
-def task_settings(cfg: AppConfig, preprocessing: str = "") -> dict[str, Scalar]:
-    """Data, split and model settings every message carries (no hyperparameters live on clients)."""
+def task_settings(cfg: AppConfig, preprocessing: str = "", experiment: str = "") -> dict[str, Scalar]:
+    """Data, split, model and tracking settings every message carries (no hyperparameters live on clients).
+
+    ``experiment``: the run's tracking experiment, decided once by the server (empty: not tracked yet).
+    """
     return {
         "pipeline": cfg.data.pipeline,
         "split-seed": cfg.data.split_seed,
         "train-fraction": cfg.data.train_fraction,
         "data-root": cfg.data.root or "",
         "data-download": cfg.data.download,
+        "data-url": cfg.data.url,
         "hospitals": ",".join(cfg.data.hospitals),
         "seed": cfg.seed,
         "model": json.dumps(asdict(ModelSpec(cfg.model.name, cfg.model.hidden, cfg.model.layers,
                                              cfg.model.dropout))),
         "preprocessing": preprocessing,
+        **(tracking_settings(cfg, experiment) if experiment else {}),
     }
 
 

@@ -26,8 +26,10 @@ from fedheart.config import AppConfig, to_yaml
 from fedheart.model import build_model, get_weights
 from fedheart.preprocess import FLAMBY_COLUMNS, Preprocessor, flamby_preprocessor, project_preprocessor
 from fedheart.protocol import task_settings, train_settings
+from fedheart.report import write_report
 from fedheart.runs import RunDir, load_checkpoint, output_root, write_json, write_text
 from fedheart.summary import federation_metrics, summary_table
+from fedheart.tracking import aggregator_metrics, aggregator_params, aggregator_tracker, experiment_for_run
 from server_app.records import config_record, from_arrays, metrics_of, to_arrays
 
 log = logging.getLogger("fedheart.server")
@@ -69,6 +71,8 @@ class Federation:
         self.history = History()
         self.preprocessing = ""
         self.run_dir = self._make_run_dir()
+        self.experiment = experiment_for_run(self.run_dir.path, cfg.tracking.experiment_prefix, run_id)
+        self.tracker = aggregator_tracker(cfg, self.experiment)
 
     # -- set-up -------------------------------------------------------------------------------
     def _make_run_dir(self) -> RunDir:
@@ -173,8 +177,13 @@ class Federation:
         return hospital.name if hospital else f"node-{reply.metadata.src_node_id}"
 
     def _train(self, server_round: int, arrays: Any, config: ConfigRecord) -> tuple[Any, list[dict]]:
+        """One training round: the strategy's instructions out, its aggregate of the replies back."""
         replies = list(self.grid.send_and_receive(
             self.strategy.configure_train(server_round, arrays, config, self.grid), timeout=self.cfg.round_timeout))
+        return self._aggregate_train(server_round, arrays, replies)
+
+    def _aggregate_train(self, server_round: int, arrays: Any, replies: list[Message]) -> tuple[Any, list[dict]]:
+        """Enforce min_replies, let the strategy aggregate; the new arrays and one train row per hospital."""
         ok = [r for r in replies if not r.has_error()]
         for reason in _error_reasons(replies):
             log.warning("Round %d: a hospital failed to train: %s", server_round, reason)
@@ -195,7 +204,12 @@ class Federation:
         for reason in _error_reasons(replies):
             log.warning("Round %d: a hospital failed to evaluate: %s", server_round, reason)
         self.strategy.aggregate_evaluate(server_round, replies)
-        return {self._name(r): metrics_of(r.content) for r in replies if not r.has_error()}
+        return self._ordered({self._name(r): metrics_of(r.content) for r in replies if not r.has_error()})
+
+    def _ordered(self, by_hospital: dict[str, dict]) -> dict[str, dict]:
+        """Hospitals in the configured order (then by name), whatever order replies came in."""
+        order = {name: i for i, name in enumerate(self.cfg.data.hospitals)}
+        return dict(sorted(by_hospital.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0])))
 
     def run(self) -> History:
         """Statistics, then rounds (resuming if configured), then baselines and the summary."""
@@ -203,10 +217,11 @@ class Federation:
         cfg = self.cfg
         write_text(self.run_dir.path / "config.yaml", to_yaml(cfg))
         self.collect_statistics()
+        self.tracker.log_params(aggregator_params(cfg, {h.name: h.train_rows for h in self.hospitals.values()}))
         self.initial = self.initial_weights()
         weights = self._restore() if cfg.resume else self.initial
         arrays = to_arrays(weights)
-        task = task_settings(cfg, self.preprocessing)
+        task = task_settings(cfg, self.preprocessing, self.experiment)
         train_cfg = config_record({**task, **train_settings(cfg)})
         eval_cfg = config_record(task)
         per_hospital: dict[str, dict] = {}
@@ -215,7 +230,7 @@ class Federation:
             arrays, train_rows = self._train(server_round, arrays, ConfigRecord(dict(train_cfg)))
             per_hospital = self._evaluate(server_round, arrays, ConfigRecord(dict(eval_cfg)))
             fed = federation_metrics(per_hospital) if per_hospital else {}
-            fed["train-loss"] = float(np.mean([r["train-loss"] for r in train_rows]))
+            fed["train-loss"] = float(np.mean([r["train-loss"] for r in train_rows])) if train_rows else float("nan")
             fed["seconds"] = time.perf_counter() - t0
             self.history.federation[server_round] = fed
             eval_rows = [{"round": server_round, "phase": "evaluate", "hospital": name,
@@ -223,6 +238,7 @@ class Federation:
                          for name, m in per_hospital.items()]
             self.run_dir.append_metrics(train_rows + eval_rows + [
                 {"round": server_round, "phase": "federation", "hospital": "all", **fed}])
+            self.tracker.log_metrics(aggregator_metrics(fed, train_rows), step=server_round)
             self._checkpoint(from_arrays(arrays), server_round)
             self.history.last_round = server_round
             log.info("Round %d/%d done in %.1fs | train loss %.3f | %s | mean acc %.3f | pooled AUC %.3f",
@@ -261,10 +277,16 @@ class Federation:
         table, data = summary_table(per_hospital, baselines,
                                     {h.name: h.train_rows for h in self.hospitals.values()})
         data.update({"rounds": self.history.last_round, "seconds": seconds, "strategy": self.cfg.strategy.name,
-                     "protocol": self.cfg.protocol, "run_dir": str(self.run_dir.path)})
+                     "protocol": self.cfg.protocol, "aggregation": self.cfg.aggregation.mode,
+                     "run_dir": str(self.run_dir.path)})
         write_json(self.run_dir.path / "summary.json", data)
         write_text(self.run_dir.path / "summary.md",
                    f"# Run summary\n\nStrategy: {self.cfg.strategy.name}, protocol: {self.cfg.protocol}, "
                    f"rounds: {self.history.last_round}\n\n{table}\n")
         log.info("Final results after %d rounds (%.1fs), written to %s\n%s",
                  self.history.last_round, seconds, self.run_dir.path, table)
+        self.tracker.close()
+        try:
+            log.info("Report: %s", write_report(self.run_dir.path, final=per_hospital))
+        except Exception as exc:  # the results are saved; a plotting problem must not fail the run
+            log.warning("Could not write the run report: %s", exc)

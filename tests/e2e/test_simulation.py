@@ -9,7 +9,7 @@ import pytest
 pytestmark = pytest.mark.e2e
 
 
-def test_four_hospitals_two_rounds_completes_and_beats_majority(simulation) -> None:
+def test_four_hospitals_two_rounds_then_resume_to_three(simulation) -> None:
     run = simulation.run("rounds=2")
     assert run.status == "finished:completed", run.record.get("status-details")
     summary = run.summary
@@ -23,6 +23,17 @@ def test_four_hospitals_two_rounds_completes_and_beats_majority(simulation) -> N
     assert {(r["round"], r["phase"]) for r in rows} >= {(1, "train"), (1, "evaluate"), (2, "federation")}
     for name in ("config.yaml", "checkpoint.pt", "final_model.pt", "final_model.json", "summary.md"):
         assert (run.run_dir / name).is_file(), name
+    meta = json.loads((run.run_dir / "final_model.json").read_text())
+    assert len(meta["features"]) == len(meta["preprocessing"]["feature_names"]) > 13
+
+    # Resume the same run folder from its checkpoint: it continues at round 3 only.
+    resumed = simulation.run(f"resume={run.run_dir}", "rounds=3")
+    assert resumed.status == "finished:completed", resumed.record.get("status-details")
+    after = [json.loads(line) for line in (run.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert after[: len(rows)] == rows
+    assert sorted({r["round"] for r in after}) == [1, 2, 3]
+    assert len([r for r in after if r["phase"] == "federation"]) == 3
+    assert json.loads((run.run_dir / "summary.json").read_text())["rounds"] == 3
 
 
 def test_wrong_config_key_fails_the_run_before_round_one(simulation) -> None:
