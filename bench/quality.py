@@ -1,0 +1,185 @@
+"""Quality benchmark: strategies vs pooled and local-only training, through the real Flower simulation.
+
+    python bench/quality.py [--strategies fedavg,fedprox,...] [--protocol flamby,project]
+                            [--seeds 0,1,2] [--split-seed 43] [--out bench/results/quality]
+
+Every federated run goes through a real SuperLink in simulation mode (one per benchmark, reused
+by all runs); pooled training (all hospitals' training rows in one place, the same preprocessing
+and the same number of gradient steps as the whole federation) runs in this process with the same
+core code. The local-only baseline comes from each run's summary. Writes ``quality.md`` and
+``quality.json`` under --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from fedheart import stats as fstats
+from fedheart.config import AppConfig, load_config, train_config
+from fedheart.hospital import HospitalData, load_hospital
+from fedheart.metrics import auc_from_histograms, score_histograms
+from fedheart.model import build_model
+from fedheart.preprocess import Preprocessor, flamby_preprocessor
+from fedheart.schema import hospital
+from fedheart.sources import hospital_file
+from fedheart.training import evaluate, make_loader, train
+from launcher.flower import SuperLink, submit_run, wait_for_run
+
+STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedadagrad", "fedyogi")
+PROTOCOLS = ("flamby", "project")
+
+
+def mean_sd(values: list[float]) -> tuple[float, float]:
+    finite = [v for v in values if v is not None and np.isfinite(v)]
+    if not finite:
+        return float("nan"), float("nan")
+    return float(np.mean(finite)), float(statistics.stdev(finite)) if len(finite) > 1 else 0.0
+
+
+def pooled_run(cfg: AppConfig, seed: int) -> dict:
+    """Centralised training on the union of the hospitals' training rows, evaluated per hospital."""
+    t0 = time.perf_counter()
+    hospitals: list[HospitalData] = [
+        load_hospital(hospital_file(hospital(k), cfg.data.root), seed=cfg.data.split_seed,
+                      pipeline=cfg.data.pipeline, train_fraction=cfg.data.train_fraction, name=k)
+        for k in cfg.data.hospitals]
+    pooled_train = pd.concat([h.train_frame for h in hospitals])
+    if cfg.data.pipeline == "flamby":
+        pre: Preprocessor = flamby_preprocessor(pooled_train)  # FLamby's pooled normalisation
+    else:
+        pre = hospitals[0].preprocessor(fstats.GlobalStats.from_totals(fstats.local_stats(pooled_train)))
+    x = pre.transform(pooled_train)
+    y = np.concatenate([h.y_train for h in hospitals])
+    model = build_model(cfg.model.name, pre.num_features, hidden=cfg.model.hidden, layers=cfg.model.layers,
+                        dropout=cfg.model.dropout, seed=seed)
+    tcfg = train_config(cfg)
+    steps = cfg.rounds * tcfg.local_steps * len(hospitals)  # the whole federation's gradient steps
+    train(model, make_loader(x, y, tcfg.batch_size, seed=seed), tcfg, steps)
+    per, pos, neg = {}, [], []
+    for h in hospitals:
+        result = evaluate(model, pre.transform(h.test_frame), h.y_test)
+        per[h.name] = {"accuracy": result.accuracy, "auc": result.auc}
+        p, n = score_histograms(h.y_test, result.scores)
+        pos.append(p)
+        neg.append(n)
+    return {"hospitals": per, "mean-accuracy": float(np.mean([v["accuracy"] for v in per.values()])),
+            "pooled-auc": auc_from_histograms(np.sum(pos, 0), np.sum(neg, 0)),
+            "seconds": time.perf_counter() - t0, "steps": steps}
+
+
+def federated_run(link: SuperLink, overrides: list[str], out: Path, name: str) -> dict:
+    run_id = submit_run(link, overrides=[*overrides, f"output.run_name={name}"], stream=False, echo=None,
+                        federation={"num-supernodes": 4, "client-resources-num-cpus": 1})
+    record = wait_for_run(link, run_id)
+    if record["status"] != "finished:completed":
+        raise RuntimeError(f"run {name} failed: {record.get('status-details')}")
+    summary = json.loads((out / "runs" / name / "summary.json").read_text())
+    return {"hospitals": {k: {"accuracy": v["accuracy"], "auc": v["auc"], "local-accuracy": v["local-accuracy"],
+                              "local-auc": v["local-auc"], "majority-accuracy": v["majority-accuracy"]}
+                          for k, v in summary["hospitals"].items()},
+            "mean-accuracy": summary["means"]["accuracy"], "pooled-auc": summary["federation"]["pooled-auc"],
+            "seconds": float(record["elapsed"]), "round-seconds": summary["seconds"] / max(summary["rounds"], 1),
+            "rounds": summary["rounds"]}
+
+
+def aggregate(runs: list[dict], hospitals: list[str]) -> dict:
+    row = {"mean-accuracy": mean_sd([r["mean-accuracy"] for r in runs]),
+           "pooled-auc": mean_sd([r["pooled-auc"] for r in runs]),
+           "seconds": mean_sd([r["seconds"] for r in runs]),
+           "round-seconds": mean_sd([r.get("round-seconds", float("nan")) for r in runs])}
+    for h in hospitals:
+        row[h] = mean_sd([r["hospitals"][h]["accuracy"] for r in runs])
+    return row
+
+
+def local_only(runs: list[dict], hospitals: list[str]) -> dict:
+    per = {h: mean_sd([r["hospitals"][h]["local-accuracy"] for r in runs]) for h in hospitals}
+    means = [float(np.nanmean([r["hospitals"][h]["local-accuracy"] for h in hospitals])) for r in runs]
+    return {"mean-accuracy": mean_sd(means), "pooled-auc": (float("nan"), float("nan")),
+            "seconds": (float("nan"), float("nan")), "round-seconds": (float("nan"), float("nan")), **per}
+
+
+def fmt(pair: tuple[float, float], digits: int = 3) -> str:
+    m, s = pair
+    return "n/a" if not np.isfinite(m) else f"{m:.{digits}f} ± {s:.{digits}f}"
+
+
+def markdown(results: dict, hospitals: list[str], args: argparse.Namespace) -> str:
+    lines = [f"# Quality benchmark\n\nSeeds: {args.seeds}; split seed: {args.split_seed}; test rows: FLamby's "
+             f"(254 rows) when split seed = 43. Machine: {results['machine']}.\n",
+             "Mean ± sd over seeds. Accuracy per hospital on its own test rows; pooled AUC over all test rows.\n"]
+    for protocol, rows in results["protocols"].items():
+        lines.append(f"\n## Protocol `{protocol}`\n")
+        lines.append("| method | mean acc. (hospitals) | pooled-test AUC | " + " | ".join(hospitals)
+                     + " | wall s / run | s / round |")
+        lines.append("|" + "---|" * (len(hospitals) + 5))
+        for method, row in rows.items():
+            lines.append(f"| {method} | {fmt(row['mean-accuracy'])} | {fmt(row['pooled-auc'])} | "
+                         + " | ".join(fmt(row[h]) for h in hospitals)
+                         + f" | {fmt(row['seconds'], 1)} | {fmt(row['round-seconds'], 2)} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--strategies", default=",".join(STRATEGIES))
+    parser.add_argument("--protocol", default=",".join(PROTOCOLS), help="flamby, project or both")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--split-seed", type=int, default=43)
+    parser.add_argument("--out", type=Path, default=Path("bench/results/quality"))
+    args = parser.parse_args(argv)
+    strategies = [s for s in args.strategies.split(",") if s]
+    protocols = [p for p in args.protocol.split(",") if p]
+    seeds = [int(s) for s in args.seeds.split(",") if s]
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(1)
+    base = load_config()
+    hospitals = list(base.data.hospitals)
+    results: dict = {"machine": f"{platform.node()} {platform.processor() or platform.machine()}, "
+                                f"{os.cpu_count()} CPUs, Python {platform.python_version()}",
+                     "seeds": seeds, "split_seed": args.split_seed, "protocols": {}, "raw": {}}
+    link = SuperLink(out / "superlink", extra_env={"FEDHEART_OUTPUT_DIR": str(out / "runs")})
+    with link:
+        for protocol in protocols:
+            common = [f"protocol={protocol}", f"data.split_seed={args.split_seed}"]
+            rows: dict = {}
+            raw: dict = {}
+            cfg = load_config(common)
+            pooled = [pooled_run(cfg, seed) for seed in seeds]
+            raw["pooled"] = pooled
+            rows["pooled training"] = aggregate(pooled, hospitals)
+            for strategy in strategies:
+                runs = []
+                for seed in seeds:
+                    name = f"{protocol}-{strategy}-seed{seed}-{time.strftime('%H%M%S')}"
+                    print(f"[quality] {name} ...", flush=True)
+                    runs.append(federated_run(link, [*common, f"strategy={strategy}", f"seed={seed}"], out, name))
+                    print(f"[quality]   mean acc {runs[-1]['mean-accuracy']:.3f}, "
+                          f"pooled AUC {runs[-1]['pooled-auc']:.3f}, {runs[-1]['seconds']:.0f}s", flush=True)
+                raw[strategy] = runs
+                if strategy == strategies[0]:
+                    rows["local-only"] = local_only(runs, hospitals)
+                rows[strategy] = aggregate(runs, hospitals)
+            results["protocols"][protocol] = rows
+            results["raw"][protocol] = raw
+    (out / "quality.json").write_text(json.dumps(results, indent=2, default=float))
+    text = markdown(results, hospitals, args)
+    (out / "quality.md").write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
