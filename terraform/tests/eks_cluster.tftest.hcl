@@ -1,0 +1,165 @@
+# The per-cluster module on its own, "applied" against a mocked AWS provider so
+# computed values (OIDC issuer, ARNs) exist and IAM documents can be inspected.
+
+mock_provider "aws" {
+  mock_resource "aws_eks_cluster" {
+    defaults = {
+      arn = "arn:aws:eks:eu-central-1:111122223333:cluster/fedheart-cleveland"
+      identity = [{
+        oidc = [{ issuer = "https://oidc.eks.eu-central-1.amazonaws.com/id/0123456789ABCDEF" }]
+      }]
+    }
+  }
+
+  mock_resource "aws_iam_openid_connect_provider" {
+    defaults = {
+      arn = "arn:aws:iam::111122223333:oidc-provider/oidc.eks.eu-central-1.amazonaws.com/id/0123456789ABCDEF"
+    }
+  }
+
+  mock_resource "aws_iam_role" {
+    defaults = {
+      arn = "arn:aws:iam::111122223333:role/mock"
+    }
+  }
+
+  mock_resource "aws_kms_key" {
+    defaults = {
+      arn = "arn:aws:kms:eu-central-1:111122223333:key/00000000-0000-0000-0000-000000000000"
+    }
+  }
+}
+
+variables {
+  name                         = "fedheart-cleveland"
+  vpc_cidr                     = "10.1.0.0/16"
+  availability_zones           = ["eu-central-1a", "eu-central-1b"]
+  kubernetes_version           = "1.33"
+  service_ipv4_cidr            = "172.20.0.0/16"
+  endpoint_public_access_cidrs = ["203.0.113.0/24"]
+  admin_principal_arns         = ["arn:aws:iam::111122223333:role/platform-admin"]
+  namespace                    = "fedheart"
+  service_account              = "fedheart-supernode"
+  sagemaker_policy_json        = "{\"Version\":\"2012-10-17\",\"Statement\":[]}"
+  partition                    = "aws"
+}
+
+run "auto_mode_cluster" {
+  command = apply
+
+  module {
+    source = "./modules/eks-cluster"
+  }
+
+  assert {
+    condition     = aws_eks_cluster.this.compute_config[0].enabled && toset(aws_eks_cluster.this.compute_config[0].node_pools) == toset(["general-purpose", "system"])
+    error_message = "EKS Auto Mode compute must be enabled with the built-in node pools."
+  }
+
+  assert {
+    condition     = aws_eks_cluster.this.kubernetes_network_config[0].elastic_load_balancing[0].enabled
+    error_message = "Auto Mode load balancing must be on (NLB for the SuperLink Service)."
+  }
+
+  assert {
+    condition     = aws_eks_cluster.this.storage_config[0].block_storage[0].enabled
+    error_message = "Auto Mode block storage must be on (PVCs for SuperLink state and hospital data)."
+  }
+
+  assert {
+    condition     = aws_eks_cluster.this.bootstrap_self_managed_addons == false
+    error_message = "Auto Mode clusters must not bootstrap self-managed add-ons."
+  }
+
+  assert {
+    condition     = aws_eks_cluster.this.access_config[0].authentication_mode == "API"
+    error_message = "Access entries (API) only, no aws-auth ConfigMap."
+  }
+
+  assert {
+    condition     = toset(aws_eks_cluster.this.vpc_config[0].public_access_cidrs) == toset(["203.0.113.0/24"])
+    error_message = "The API endpoint must be limited to endpoint_public_access_cidrs."
+  }
+
+  assert {
+    condition     = toset(aws_eks_cluster.this.encryption_config[0].resources) == toset(["secrets"])
+    error_message = "Kubernetes Secrets (TLS key, node key) must be envelope-encrypted."
+  }
+
+  assert {
+    condition     = contains(jsondecode(aws_iam_role.cluster.assume_role_policy).Statement[0].Action, "sts:TagSession")
+    error_message = "Auto Mode cluster role trust needs sts:TagSession."
+  }
+
+  assert {
+    condition = toset(keys(aws_iam_role_policy_attachment.cluster)) == toset([
+      "AmazonEKSClusterPolicy", "AmazonEKSComputePolicy", "AmazonEKSBlockStoragePolicy",
+      "AmazonEKSLoadBalancingPolicy", "AmazonEKSNetworkingPolicy",
+    ])
+    error_message = "Auto Mode cluster role policies."
+  }
+
+  assert {
+    condition     = toset(keys(aws_iam_role_policy_attachment.node)) == toset(["AmazonEKSWorkerNodeMinimalPolicy", "AmazonEC2ContainerRegistryPullOnly"])
+    error_message = "Auto Mode node role: minimal worker policy and ECR pull only."
+  }
+
+  assert {
+    condition     = length(aws_eks_access_policy_association.admin) == 1
+    error_message = "One cluster-admin access policy per admin principal."
+  }
+}
+
+run "network_layout" {
+  command = apply
+
+  module {
+    source = "./modules/eks-cluster"
+  }
+
+  assert {
+    condition     = [for s in aws_subnet.public : s.cidr_block] == ["10.1.0.0/18", "10.1.64.0/18"] && [for s in aws_subnet.private : s.cidr_block] == ["10.1.128.0/18", "10.1.192.0/18"]
+    error_message = "Subnets are the four /18 blocks of the VPC."
+  }
+
+  assert {
+    condition     = alltrue([for s in aws_subnet.public : s.tags["kubernetes.io/role/elb"] == "1"]) && alltrue([for s in aws_subnet.private : s.tags["kubernetes.io/role/internal-elb"] == "1"])
+    error_message = "Subnets need the role tags EKS Auto Mode uses to place NLBs."
+  }
+
+  assert {
+    condition     = aws_route.private_nat.destination_cidr_block == "0.0.0.0/0"
+    error_message = "Private subnets need a default route through the NAT gateway."
+  }
+}
+
+run "irsa_trust_is_scoped_to_one_service_account" {
+  command = apply
+
+  module {
+    source = "./modules/eks-cluster"
+  }
+
+  assert {
+    condition     = jsondecode(aws_iam_role.sagemaker.assume_role_policy).Statement[0].Action == "sts:AssumeRoleWithWebIdentity"
+    error_message = "The SageMaker role is assumed with the pod's web identity token."
+  }
+
+  assert {
+    condition = jsondecode(aws_iam_role.sagemaker.assume_role_policy).Statement[0].Condition.StringEquals == {
+      "oidc.eks.eu-central-1.amazonaws.com/id/0123456789ABCDEF:sub" = "system:serviceaccount:fedheart:fedheart-supernode"
+      "oidc.eks.eu-central-1.amazonaws.com/id/0123456789ABCDEF:aud" = "sts.amazonaws.com"
+    }
+    error_message = "Trust must be limited to the fedheart/fedheart-supernode ServiceAccount."
+  }
+
+  assert {
+    condition     = aws_iam_role.sagemaker.name == "fedheart-cleveland-sagemaker"
+    error_message = "Role name <cluster>-sagemaker is what k8s/overlays/*/params.yaml refer to."
+  }
+
+  assert {
+    condition     = aws_iam_role_policy.sagemaker.policy == var.sagemaker_policy_json
+    error_message = "The workload role carries the SageMaker policy and nothing else."
+  }
+}
