@@ -59,3 +59,76 @@ def tf_variable_default(name: str) -> str:
 
 def run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def kustomize_render():
+    """render(path) -> list of documents from `kubectl kustomize path` (cached)."""
+    import yaml
+
+    kubectl = require_tool("kubectl")
+    cache: dict[Path, list[dict]] = {}
+
+    def render(path: Path) -> list[dict]:
+        path = Path(path)
+        if path not in cache:
+            result = run([kubectl, "kustomize", str(path)])
+            assert result.returncode == 0, f"kubectl kustomize {path} failed:\n{result.stderr}"
+            cache[path] = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+        return cache[path]
+
+    return render
+
+
+# The pip resolution of docker/requirements-app.txt (test_images.py) is mostly
+# network wait: start it in the background with the first infra test and check
+# it last, so it overlaps with the Terraform and Kustomize checks.
+RESOLVE_TEST = "test_requirements_resolve_with_cpu_torch"
+REQUIREMENTS = REPO / "docker" / "requirements-app.txt"
+
+
+def pytest_collection_modifyitems(session, config, items):
+    slow = [item for item in items if item.name == RESOLVE_TEST and Path(item.path).parent == Path(__file__).parent]
+    for item in slow:
+        items.remove(item)
+        items.append(item)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def pip_resolution(request, tmp_path_factory):
+    """A running `pip install --dry-run --report` of requirements-app.txt (or None if not selected).
+
+    A constraint pins torch to the CPU build, so pip can never pick (or fetch)
+    a CUDA torch; on this machine it comes from the local wheel directory.
+    """
+    if not any(item.name == RESOLVE_TEST for item in request.session.items):
+        yield None
+        return
+    import time
+
+    tmp = tmp_path_factory.mktemp("pip")
+    (tmp / "cpu-torch.txt").write_text("torch==2.13.0+cpu\n")
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "--dry-run",
+        "--ignore-installed",
+        "--quiet",
+        "--no-input",
+        "--disable-pip-version-check",
+        "--report",
+        str(tmp / "report.json"),
+        "-c",
+        str(tmp / "cpu-torch.txt"),
+        "-r",
+        str(REQUIREMENTS),
+    ]
+    with open(tmp / "pip.log", "w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True)
+    resolution = {"proc": proc, "report": tmp / "report.json", "log": tmp / "pip.log", "started": time.monotonic()}
+    yield resolution
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()

@@ -1,0 +1,499 @@
+"""Kustomize overlays: render offline, validate against the Kubernetes API
+schemas (kubernetes-validate --strict), and check the invariants the
+deployment relies on (ports, addresses, references, security contexts)."""
+
+from __future__ import annotations
+
+import fnmatch
+import ipaddress
+import re
+import shlex
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from .conftest import DOCS, K8S_DIR, run, tf_variable_default, venv_tool
+
+OVERLAYS = K8S_DIR / "overlays"
+SERVER_OVERLAYS = ("server", "server-peering")
+HOSPITALS = ("cleveland", "hungary", "switzerland", "va")
+CLIENT_OVERLAYS = tuple(f"client-{h}" for h in HOSPITALS)
+ALL_OVERLAYS = SERVER_OVERLAYS + CLIENT_OVERLAYS
+FLOWER_VERSION = "1.42.0"
+APP_UID = 49999
+PLACEHOLDERS = (
+    "ECR_REGISTRY",
+    "APP_IMAGE_TAG",
+    "SAGEMAKER_ROLE_ARN",
+    "SUPERLINK_ADDRESS",
+    "AWS_REGION",
+    "HOSPITAL",
+    "DATA_PATH",
+)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def by_kind(docs, kind):
+    return {d["metadata"]["name"]: d for d in docs if d["kind"] == kind}
+
+
+def pod_specs(docs):
+    """(workload name, pod spec) of every workload in a render."""
+    for doc in docs:
+        if doc["kind"] in {"Deployment", "StatefulSet", "DaemonSet", "Job"}:
+            yield doc["metadata"]["name"], doc["spec"]["template"]["spec"]
+        elif doc["kind"] == "Pod":
+            yield doc["metadata"]["name"], doc["spec"]
+
+
+def containers(spec):
+    return list(spec.get("initContainers", [])) + list(spec["containers"])
+
+
+def flag(args, name):
+    """Value of `--name value` or `--name=value` in a container's args."""
+    for i, arg in enumerate(args):
+        if arg == name:
+            return args[i + 1]
+        if arg.startswith(name + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def expand(value, container):
+    """Expand $(VAR) references the way the kubelet does, from literal env values."""
+    env = {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
+
+    def sub(match):
+        assert match.group(1) in env, f"$({match.group(1)}) is not a literal env var of {container['name']}"
+        return env[match.group(1)]
+
+    return re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", sub, value)
+
+
+def mount_for(container, spec, path):
+    """The (volumeMount, volume) a file path lives under in a container."""
+    best = None
+    for mount in container.get("volumeMounts", []):
+        prefix = mount["mountPath"].rstrip("/") + "/"
+        if (path + "/").startswith(prefix) and (best is None or len(prefix) > len(best["mountPath"])):
+            best = mount
+    assert best is not None, f"{path} is not on a volume of container {container['name']}"
+    (volume,) = [v for v in spec["volumes"] if v["name"] == best["name"]]
+    return best, volume
+
+
+def secret_file(container, spec, path):
+    """(secret name, key) that a file path of a container comes from."""
+    mount, volume = mount_for(container, spec, path)
+    assert "secret" in volume, f"{path} must come from a Secret volume, got {volume}"
+    rel = path[len(mount["mountPath"].rstrip("/")) + 1 :]
+    items = {i["path"]: i["key"] for i in volume["secret"].get("items", [])}
+    return volume["secret"]["secretName"], items.get(rel, rel)
+
+
+def external_secrets():
+    """[(overlay glob, secret name, {keys})] from k8s/external-secrets.txt."""
+    entries = []
+    for line in (K8S_DIR / "external-secrets.txt").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            glob, name, *keys = line.split()
+            entries.append((glob, name, set(keys)))
+    return entries
+
+
+def documented_secret(overlay, name):
+    matches = [keys for glob, secret, keys in external_secrets() if secret == name and fnmatch.fnmatch(overlay, glob)]
+    return matches[0] if matches else None
+
+
+def server_service(docs):
+    return by_kind(docs, "Service")["superlink"]
+
+
+@pytest.fixture(scope="module")
+def render(kustomize_render):
+    return lambda overlay: kustomize_render(OVERLAYS / overlay)
+
+
+# --------------------------------------------------------------------------- rendering + schemas
+
+
+def test_overlay_set_is_complete_and_documented():
+    assert sorted(p.name for p in OVERLAYS.iterdir() if p.is_dir()) == sorted(ALL_OVERLAYS)
+    docs = DOCS.read_text()
+    for overlay in ALL_OVERLAYS:
+        assert f"k8s/overlays/{overlay}" in docs, f"docs/deploy-eks.md does not mention k8s/overlays/{overlay}"
+
+
+@pytest.mark.parametrize("path", [f"overlays/{o}" for o in ALL_OVERLAYS] + ["cluster"])
+def test_renders_and_validates_strictly(path, kustomize_render, tmp_path):
+    """kubectl kustomize | kubernetes-validate --strict, for the EKS version terraform deploys."""
+    docs = kustomize_render(K8S_DIR / path)
+    assert docs, f"{path} renders nothing"
+    cli = venv_tool("kubernetes-validate")
+    assert cli, "kubernetes-validate is not installed (pip install kubernetes-validate)"
+    version = tf_variable_default("kubernetes_version")
+    kubectl = run(["kubectl", "kustomize", str(K8S_DIR / path)])
+    result = subprocess.run(
+        [cli, "--strict", "--kubernetes-version", f"{version}.0", "--quiet", "-"],
+        input=kubectl.stdout,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, f"{path} fails schema validation (k8s {version}):\n{result.stdout}{result.stderr}"
+
+
+def string_values(node, key=None):
+    """Every string value in a document, except names (env var names are legitimately upper case)."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from string_values(v, k)
+    elif isinstance(node, list):
+        for v in node:
+            yield from string_values(v, key)
+    elif isinstance(node, str) and key != "name":
+        yield node
+
+
+@pytest.mark.parametrize("overlay", ALL_OVERLAYS)
+def test_no_placeholders_left(overlay, render):
+    """params.yaml replaced every placeholder of the base ($(VAR) references are the kubelet's)."""
+    for value in string_values(render(overlay)):
+        for token in PLACEHOLDERS:
+            assert not re.search(rf"(?<![A-Za-z_(]){token}(?![A-Za-z_)])", value), (
+                f"{overlay}: {token} left in {value!r}"
+            )
+
+
+@pytest.mark.parametrize("overlay", ALL_OVERLAYS)
+def test_params_stay_out_of_the_cluster(overlay, render):
+    """params.yaml is local-config: it parameterises the render but is not applied."""
+    assert "fedheart-params" not in by_kind(render(overlay), "ConfigMap")
+
+
+# --------------------------------------------------------------------------- images
+
+
+@pytest.mark.parametrize("overlay", ALL_OVERLAYS)
+def test_images_are_pinned(overlay, render):
+    registries = set()
+    for _, spec in pod_specs(render(overlay)):
+        for c in containers(spec):
+            image = c["image"]
+            registry, _, rest = image.partition("/")
+            registries.add(registry)
+            repo, _, tag = rest.rpartition(":")
+            assert tag and "@" not in tag and tag != "latest", f"{overlay}: unpinned image {image}"
+            if repo == "fedheart/superlink":
+                assert tag == FLOWER_VERSION, image
+            else:  # app images: Flower version plus an app revision
+                assert re.fullmatch(rf"{re.escape(FLOWER_VERSION)}-[A-Za-z0-9][A-Za-z0-9._-]*", tag), image
+            assert c.get("imagePullPolicy", "IfNotPresent") == "IfNotPresent"
+    assert len(registries) == 1 and re.fullmatch(r"\d{12}\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com", registries.pop())
+
+
+# --------------------------------------------------------------------------- server
+
+
+@pytest.mark.parametrize("overlay", SERVER_OVERLAYS)
+def test_superlink_serves_one_tls_port_behind_the_service(overlay, render):
+    docs = render(overlay)
+    spec = by_kind(docs, "Deployment")["superlink"]["spec"]["template"]["spec"]
+    sl = {c["name"]: c for c in spec["containers"]}["superlink"]
+    args = sl["args"]
+    port = int(flag(args, "--port"))
+    assert flag(args, "--host") == "0.0.0.0"
+    assert [p["containerPort"] for p in sl["ports"]] == [port]
+    port_name = sl["ports"][0]["name"]
+
+    service = server_service(docs)
+    (svc_port,) = service["spec"]["ports"]
+    assert svc_port["port"] == port and svc_port["targetPort"] in (port, port_name)
+    assert (
+        service["spec"]["selector"].items()
+        <= by_kind(docs, "Deployment")["superlink"]["spec"]["template"]["metadata"]["labels"].items()
+    )
+
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        get = sl[probe]["httpGet"]
+        assert get["path"] == "/health" and get["scheme"] == "HTTPS" and get["port"] in (port, port_name), probe
+
+    # TLS and SuperNode authentication, files from the superlink-tls Secret.
+    assert "--insecure" not in args and "--enable-supernode-auth" in args
+    for flag_name, key in (
+        ("--ssl-ca-certfile", "ca.crt"),
+        ("--ssl-certfile", "server.crt"),
+        ("--ssl-keyfile", "server.key"),
+    ):
+        assert secret_file(sl, spec, flag(args, flag_name)) == ("superlink-tls", key)
+    # State on a persistent volume.
+    _, volume = mount_for(sl, spec, flag(args, "--database"))
+    assert volume["persistentVolumeClaim"]["claimName"] in by_kind(docs, "PersistentVolumeClaim")
+    assert "--disable-runtime-dependency-installation" in args
+
+
+@pytest.mark.parametrize("overlay", SERVER_OVERLAYS)
+def test_serverapp_runs_in_the_superexec_sidecar(overlay, render):
+    docs = render(overlay)
+    spec = by_kind(docs, "Deployment")["superlink"]["spec"]["template"]["spec"]
+    by_name = {c["name"]: c for c in spec["containers"]}
+    sl, se = by_name["superlink"], by_name["superexec"]
+    port = flag(sl["args"], "--port")
+    assert flag(sl["args"], "--isolation") == "process"
+    # Same pod: the sidecar dials the SuperLink on loopback (a SAN of the server certificate).
+    assert flag(se["args"], "--runtime-api-address") == f"127.0.0.1:{port}"
+    assert "--insecure" not in se["args"]
+    assert secret_file(se, spec, flag(se["args"], "--root-certificates")) == ("superlink-tls", "ca.crt")
+    # The sidecar may only see the CA certificate, not the server key.
+    for mount in se["volumeMounts"]:
+        volume = next(v for v in spec["volumes"] if v["name"] == mount["name"])
+        if "secret" in volume and volume["secret"]["secretName"] == "superlink-tls":
+            assert [i["key"] for i in volume["secret"]["items"]] == ["ca.crt"]
+    # Both sides share the SuperExec secret (the Runtime API is on the public port).
+    assert secret_file(sl, spec, flag(sl["args"], "--superexec-auth-secret-file")) == secret_file(
+        se, spec, flag(se["args"], "--superexec-auth-secret-file")
+    )
+    # Final models land on a persistent volume at /app/outputs (kubectl cp target in the docs).
+    output_dir = {e["name"]: e.get("value") for e in se["env"]}["FEDHEART_OUTPUT_DIR"]
+    assert output_dir == "/app/outputs"
+    mount, volume = mount_for(se, spec, f"{output_dir}/run/final_model.pt")
+    assert "persistentVolumeClaim" in volume and not mount.get("readOnly")
+
+
+def test_service_is_an_internet_facing_nlb(render):
+    service = server_service(render("server"))
+    annotations = service["metadata"]["annotations"]
+    assert service["spec"]["type"] == "LoadBalancer"
+    assert service["spec"]["loadBalancerClass"] == "eks.amazonaws.com/nlb"
+    assert annotations["service.beta.kubernetes.io/aws-load-balancer-scheme"] == "internet-facing"
+    assert annotations["service.beta.kubernetes.io/aws-load-balancer-nlb-target-type"] == "ip"
+
+
+def test_peering_overlay_uses_an_internal_nlb_open_to_the_client_vpcs(render):
+    service = server_service(render("server-peering"))
+    assert service["metadata"]["annotations"]["service.beta.kubernetes.io/aws-load-balancer-scheme"] == "internal"
+    assert service["spec"]["loadBalancerClass"] == "eks.amazonaws.com/nlb"
+    # terraform carves VPCs from vpc_cidr_base: server = block 0, hospitals 1..4.
+    base = ipaddress.ip_network(tf_variable_default("vpc_cidr_base"))
+    blocks = list(base.subnets(prefixlen_diff=int(tf_variable_default("vpc_newbits"))))
+    assert service["spec"]["loadBalancerSourceRanges"] == [str(b) for b in blocks[1 : 1 + len(HOSPITALS)]]
+    # Everything else is the internet-facing overlay.
+    other = render("server")
+    assert [d for d in render("server-peering") if d["kind"] != "Service"] == [
+        d for d in other if d["kind"] != "Service"
+    ]
+
+
+# --------------------------------------------------------------------------- clients
+
+
+@pytest.mark.parametrize("overlay", CLIENT_OVERLAYS)
+def test_supernode_dials_the_superlink_port(overlay, render):
+    docs = render(overlay)
+    server_port = server_service(render("server"))["spec"]["ports"][0]["port"]
+    spec = by_kind(docs, "Deployment")["supernode"]["spec"]["template"]["spec"]
+    (sn,) = spec["containers"]
+    args = [expand(a, sn) for a in sn["args"]]
+    host, _, port = flag(args, "--superlink").rpartition(":")
+    assert host and "/" not in host and int(port) == server_port
+    assert "--insecure" not in args
+    assert secret_file(sn, spec, flag(args, "--root-certificates")) == ("superlink-ca", "ca.crt")
+    assert secret_file(sn, spec, flag(args, "--auth-supernode-private-key")) == ("supernode-auth", "node.key")
+    assert flag(args, "--isolation") == "subprocess"  # the ClientApp runs in this container
+    assert not any("allow-runtime-dependency-installation" in a for a in args)
+
+
+@pytest.mark.parametrize("overlay", CLIENT_OVERLAYS)
+def test_node_config_names_the_hospital_and_its_data_volume(overlay, render):
+    docs = render(overlay)
+    spec = by_kind(docs, "Deployment")["supernode"]["spec"]["template"]["spec"]
+    (sn,) = spec["containers"]
+    args = [expand(a, sn) for a in sn["args"]]
+    pairs = dict(item.split("=", 1) for item in shlex.split(flag(args, "--node-config")))
+    assert set(pairs) == {"data-path", "hospital"}
+    assert pairs["hospital"] == overlay.removeprefix("client-")
+    mount, volume = mount_for(sn, spec, pairs["data-path"])
+    assert pairs["data-path"].endswith(".csv")
+    assert mount.get("readOnly") is True and volume["persistentVolumeClaim"]["claimName"] == "fedheart-data"
+
+
+def test_superlink_address_is_set_in_one_place_per_overlay():
+    for overlay in CLIENT_OVERLAYS:
+        hits = [
+            p.relative_to(K8S_DIR)
+            for p in (OVERLAYS / overlay).rglob("*")
+            if p.is_file() and "SUPERLINK_ADDRESS:" in p.read_text()
+        ]
+        assert hits == [Path("overlays", overlay, "params.yaml")], hits
+    # ...and every hospital points at the same SuperLink.
+    addresses = {
+        re.search(r"SUPERLINK_ADDRESS: (\S+)", (OVERLAYS / o / "params.yaml").read_text()).group(1)
+        for o in CLIENT_OVERLAYS
+    }
+    assert len(addresses) == 1
+
+
+@pytest.mark.parametrize("overlay", CLIENT_OVERLAYS)
+def test_supernode_network_policy_allows_only_superlink_dns_and_aws(overlay, render):
+    docs = render(overlay)
+    server_port = server_service(render("server"))["spec"]["ports"][0]["port"]
+    policy = by_kind(docs, "NetworkPolicy")["supernode"]
+    assert set(policy["spec"]["policyTypes"]) == {"Ingress", "Egress"} and not policy["spec"].get("ingress")
+    allowed = {(p["port"], p.get("protocol", "TCP")) for rule in policy["spec"]["egress"] for p in rule["ports"]}
+    assert allowed == {(server_port, "TCP"), (53, "UDP"), (53, "TCP"), (443, "TCP")}
+    for rule in policy["spec"]["egress"]:
+        for peer in rule.get("to", []):
+            assert "169.254.169.254/32" in peer["ipBlock"].get("except", []), "instance metadata must stay blocked"
+
+
+def test_superlink_network_policy(render):
+    docs = render("server")
+    policy = by_kind(docs, "NetworkPolicy")["superlink"]
+    port = server_service(docs)["spec"]["ports"][0]["port"]
+    assert set(policy["spec"]["policyTypes"]) == {"Ingress", "Egress"}
+    ingress_ports = {(p["port"], p.get("protocol", "TCP")) for rule in policy["spec"]["ingress"] for p in rule["ports"]}
+    assert ingress_ports == {(port, "TCP")}
+    egress_ports = {(p["port"], p.get("protocol", "TCP")) for rule in policy["spec"]["egress"] for p in rule["ports"]}
+    assert egress_ports == {(53, "UDP"), (53, "TCP"), (443, "TCP")}
+
+
+# --------------------------------------------------------------------------- every overlay
+
+
+@pytest.mark.parametrize("overlay", ALL_OVERLAYS)
+def test_every_pod_is_covered_by_a_network_policy(overlay, render):
+    docs = render(overlay)
+    policies = by_kind(docs, "NetworkPolicy").values()
+    for doc in docs:
+        if doc["kind"] != "Deployment":
+            continue
+        labels = doc["spec"]["template"]["metadata"]["labels"]
+        selecting = [p for p in policies if p["spec"]["podSelector"]["matchLabels"].items() <= labels.items()]
+        assert any({"Ingress", "Egress"} <= set(p["spec"]["policyTypes"]) for p in selecting), doc["metadata"]["name"]
+
+
+@pytest.mark.parametrize("overlay", ALL_OVERLAYS)
+def test_references_are_defined_or_documented_external_secrets(overlay, render, kustomize_render):
+    docs = render(overlay)
+    defined = {
+        kind: set(by_kind(docs, kind)) for kind in ("Secret", "ConfigMap", "PersistentVolumeClaim", "ServiceAccount")
+    }
+    storage_classes = set(by_kind(kustomize_render(K8S_DIR / "cluster"), "StorageClass"))
+    for name, spec in pod_specs(docs):
+        secrets, configmaps, claims = {}, set(), set()
+        for volume in spec.get("volumes", []):
+            if "secret" in volume:
+                keys = {i["key"] for i in volume["secret"].get("items", [])}
+                secrets.setdefault(volume["secret"]["secretName"], set()).update(keys)
+            if "configMap" in volume:
+                configmaps.add(volume["configMap"]["name"])
+            if "persistentVolumeClaim" in volume:
+                claims.add(volume["persistentVolumeClaim"]["claimName"])
+            for source in volume.get("projected", {}).get("sources", []):
+                if "secret" in source:
+                    secrets.setdefault(source["secret"]["name"], set())
+                if "configMap" in source:
+                    configmaps.add(source["configMap"]["name"])
+        for c in containers(spec):
+            for env in c.get("env", []):
+                ref = env.get("valueFrom", {})
+                if "secretKeyRef" in ref:
+                    secrets.setdefault(ref["secretKeyRef"]["name"], set()).add(ref["secretKeyRef"]["key"])
+                if "configMapKeyRef" in ref:
+                    configmaps.add(ref["configMapKeyRef"]["name"])
+            for env_from in c.get("envFrom", []):
+                if "secretRef" in env_from:
+                    secrets.setdefault(env_from["secretRef"]["name"], set())
+                if "configMapRef" in env_from:
+                    configmaps.add(env_from["configMapRef"]["name"])
+        for pull in spec.get("imagePullSecrets", []):
+            secrets.setdefault(pull["name"], set())
+
+        for secret, keys in secrets.items():
+            if secret in defined["Secret"]:
+                continue
+            documented = documented_secret(overlay, secret)
+            assert documented is not None, (
+                f"{overlay}/{name}: Secret {secret} neither rendered nor in k8s/external-secrets.txt"
+            )
+            assert keys <= documented, f"{overlay}/{name}: keys {keys - documented} of {secret} undocumented"
+        assert configmaps <= defined["ConfigMap"], (
+            f"{overlay}/{name}: missing ConfigMaps {configmaps - defined['ConfigMap']}"
+        )
+        assert claims <= defined["PersistentVolumeClaim"], f"{overlay}/{name}: missing PVCs"
+        account = spec.get("serviceAccountName", "default")
+        assert account == "default" or account in defined["ServiceAccount"], f"{overlay}/{name}: missing {account}"
+    for pvc in by_kind(docs, "PersistentVolumeClaim").values():
+        assert pvc["spec"]["storageClassName"] in storage_classes, "StorageClass must come from k8s/cluster"
+
+
+def test_external_secrets_are_created_in_the_docs():
+    docs = DOCS.read_text()
+    for _, name, keys in external_secrets():
+        commands = re.findall(rf"kubectl [^\n]*create secret generic {re.escape(name)}\b(?:[^\n]*\\\n)*[^\n]*", docs)
+        assert commands, f"docs/deploy-eks.md has no `kubectl create secret generic {name}`"
+        for key in keys:
+            assert any(re.search(rf"--from-(?:file|literal)={re.escape(key)}=", c) for c in commands), (
+                f"{name}: key {key}"
+            )
+
+
+@pytest.mark.parametrize("overlay", ALL_OVERLAYS)
+def test_service_accounts_carry_the_sagemaker_role(overlay, render):
+    docs = render(overlay)
+    cluster = "server" if overlay.startswith("server") else overlay.removeprefix("client-")
+    prefix = tf_variable_default("name_prefix")
+    expected_sa = tf_variable_default("server_service_account" if cluster == "server" else "client_service_account")
+    accounts = by_kind(docs, "ServiceAccount")
+    assert set(accounts) == {expected_sa}, "IRSA trust (terraform) names this ServiceAccount"
+    arn = accounts[expected_sa]["metadata"]["annotations"]["eks.amazonaws.com/role-arn"]
+    assert re.fullmatch(rf"arn:aws:iam::\d{{12}}:role/{prefix}-{cluster}-sagemaker", arn), arn
+    for doc in docs:
+        assert doc.get("metadata", {}).get("namespace", tf_variable_default("k8s_namespace")) == tf_variable_default(
+            "k8s_namespace"
+        )
+    namespace = by_kind(docs, "Namespace")[tf_variable_default("k8s_namespace")]
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+
+
+@pytest.mark.parametrize("overlay", ALL_OVERLAYS)
+def test_pod_and_container_security(overlay, render):
+    for name, spec in pod_specs(render(overlay)):
+        pod_sc = spec.get("securityContext", {})
+        assert spec.get("automountServiceAccountToken") is False, f"{name}: no Kubernetes API token needed"
+        assert not any(spec.get(k) for k in ("hostNetwork", "hostPID", "hostIPC")), name
+        assert pod_sc.get("runAsUser") == APP_UID and pod_sc.get("fsGroup") == APP_UID, name
+        for c in containers(spec):
+            sc = c.get("securityContext", {})
+            where = f"{overlay}/{name}/{c['name']}"
+            assert sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot")) is True, where
+            assert sc.get("runAsUser", pod_sc.get("runAsUser")) not in (None, 0), where
+            assert sc.get("allowPrivilegeEscalation") is False, where
+            assert sc.get("readOnlyRootFilesystem") is True, where
+            assert sc.get("privileged", False) is False, where
+            assert sc.get("capabilities", {}).get("drop") == ["ALL"] and not sc["capabilities"].get("add"), where
+            seccomp = sc.get("seccompProfile", pod_sc.get("seccompProfile", {}))
+            assert seccomp.get("type") == "RuntimeDefault", where
+            for kind in ("requests", "limits"):
+                assert {"cpu", "memory"} <= set(c.get("resources", {}).get(kind, {})), f"{where}: resources.{kind}"
+
+
+@pytest.mark.parametrize("overlay", ALL_OVERLAYS)
+def test_writable_paths_are_volumes(overlay, render):
+    """With a read-only root filesystem, /tmp, $HOME and $FLWR_HOME must be volumes."""
+    for name, spec in pod_specs(render(overlay)):
+        for c in containers(spec):
+            env = {e["name"]: e.get("value") for e in c.get("env", [])}
+            paths = ["/tmp"] + [env[k] for k in ("HOME", "FLWR_HOME") if k in env]
+            for path in paths:
+                mount, volume = mount_for(c, spec, path)
+                assert not mount.get("readOnly") and ("emptyDir" in volume or "persistentVolumeClaim" in volume), (
+                    f"{overlay}/{name}/{c['name']}: {path} not writable"
+                )
+            if c["name"] != "data-loader":
+                assert env.get("FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION") == "1", f"{name}/{c['name']}"
