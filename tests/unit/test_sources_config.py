@@ -100,6 +100,6 @@ def test_wrong_keys_and_values_are_named(overrides: str, named: str) -> None:
 def test_unknown_strategy_parameter_is_named() -> None:
     from server_app.strategies import build_strategy
 
-    with pytest.raises(ConfigError, match="strategy.params.proximal_muu"):
+    with pytest.raises(ConfigError, match=r"strategy\.params\.proximal_muu"):
         build_strategy(load_config("+strategy.params.proximal_muu=0.1"))
     assert type(build_strategy(load_config("strategy=fedprox"))).__name__ == "FedProx"
