@@ -19,11 +19,11 @@ variable "client_clusters" {
   description = <<-EOT
     One EKS cluster (and VPC) per hospital, named <name_prefix>-<client>. The
     reference architecture uses two; use all four hospitals with
-    client_clusters = ["cleveland", "hungary", "switzerland", "va"]. Each name must
+    client_clusters = ["cleveland", "hungarian", "switzerland", "va"]. Each name must
     match a k8s/overlays/client-<name> overlay.
   EOT
   type        = list(string)
-  default     = ["cleveland", "hungary"]
+  default     = ["cleveland", "hungarian"]
 
   validation {
     condition     = length(var.client_clusters) >= 1 && length(var.client_clusters) == length(distinct(var.client_clusters))

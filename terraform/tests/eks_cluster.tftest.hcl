@@ -44,7 +44,7 @@ variables {
   partition                    = "aws"
 }
 
-run "auto_mode_cluster" {
+run "eks_cluster_module" {
   command = apply
 
   module {
@@ -108,14 +108,6 @@ run "auto_mode_cluster" {
     condition     = length(aws_eks_access_policy_association.admin) == 1
     error_message = "One cluster-admin access policy per admin principal."
   }
-}
-
-run "network_layout" {
-  command = apply
-
-  module {
-    source = "./modules/eks-cluster"
-  }
 
   assert {
     condition     = [for s in aws_subnet.public : s.cidr_block] == ["10.1.0.0/18", "10.1.64.0/18"] && [for s in aws_subnet.private : s.cidr_block] == ["10.1.128.0/18", "10.1.192.0/18"]
@@ -130,14 +122,6 @@ run "network_layout" {
   assert {
     condition     = aws_route.private_nat.destination_cidr_block == "0.0.0.0/0"
     error_message = "Private subnets need a default route through the NAT gateway."
-  }
-}
-
-run "irsa_trust_is_scoped_to_one_service_account" {
-  command = apply
-
-  module {
-    source = "./modules/eks-cluster"
   }
 
   assert {

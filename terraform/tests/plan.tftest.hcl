@@ -30,7 +30,7 @@ run "default_two_clients_internet_nlb" {
   }
 
   assert {
-    condition     = toset(keys(module.cluster)) == toset(["server", "cleveland", "hungary"])
+    condition     = toset(keys(module.cluster)) == toset(["server", "cleveland", "hungarian"])
     error_message = "Unexpected cluster keys: ${jsonencode(keys(module.cluster))}"
   }
 
@@ -45,7 +45,7 @@ run "default_two_clients_internet_nlb" {
   }
 
   assert {
-    condition     = output.vpc_cidrs["server"] == "10.0.0.0/16" && output.vpc_cidrs["cleveland"] == "10.1.0.0/16" && output.vpc_cidrs["hungary"] == "10.2.0.0/16"
+    condition     = output.vpc_cidrs["server"] == "10.0.0.0/16" && output.vpc_cidrs["cleveland"] == "10.1.0.0/16" && output.vpc_cidrs["hungarian"] == "10.2.0.0/16"
     error_message = "VPC CIDRs must be carved from vpc_cidr_base in cluster order: ${jsonencode(output.vpc_cidrs)}"
   }
 
@@ -70,8 +70,8 @@ run "default_two_clients_internet_nlb" {
   }
 
   assert {
-    condition     = output.kubeconfig_commands["hungary"] == "aws eks update-kubeconfig --region eu-central-1 --name fedheart-hungary --alias fedheart-hungary"
-    error_message = "Unexpected kubeconfig command: ${output.kubeconfig_commands["hungary"]}"
+    condition     = output.kubeconfig_commands["hungarian"] == "aws eks update-kubeconfig --region eu-central-1 --name fedheart-hungarian --alias fedheart-hungarian"
+    error_message = "Unexpected kubeconfig command: ${output.kubeconfig_commands["hungarian"]}"
   }
 
   assert {
@@ -83,13 +83,66 @@ run "default_two_clients_internet_nlb" {
     condition     = strcontains(output.superlink_address_command, "--context fedheart-server -n fedheart get service superlink") && endswith(output.superlink_address_command, ":8000\"")
     error_message = "The SuperLink address command must query the superlink Service and append port 8000."
   }
+
+  # SageMaker Experiments policy shared by the workload roles.
+  assert {
+    condition = toset(jsondecode(local.sagemaker_policy_json).Statement[0].Action) == toset([
+      "sagemaker:AddTags",
+      "sagemaker:AssociateTrialComponent",
+      "sagemaker:BatchPutMetrics",
+      "sagemaker:CreateExperiment",
+      "sagemaker:CreateTrial",
+      "sagemaker:CreateTrialComponent",
+      "sagemaker:DescribeExperiment",
+      "sagemaker:DescribeTrial",
+      "sagemaker:DescribeTrialComponent",
+      "sagemaker:ListTags",
+      "sagemaker:UpdateExperiment",
+      "sagemaker:UpdateTrial",
+      "sagemaker:UpdateTrialComponent",
+    ])
+    error_message = "Unexpected resource-scoped SageMaker actions."
+  }
+
+  assert {
+    condition     = alltrue([for s in jsondecode(local.sagemaker_policy_json).Statement : alltrue([for a in flatten([s.Action]) : startswith(a, "sagemaker:") && !strcontains(a, "*")])])
+    error_message = "Only named sagemaker: actions, no wildcards."
+  }
+
+  assert {
+    condition = alltrue([for a in jsondecode(local.sagemaker_policy_json).Statement[1].Action :
+    startswith(a, "sagemaker:List") || a == "sagemaker:Search"])
+    error_message = "Only List*/Search (no resource-level permissions) may use Resource \"*\"."
+  }
+
+  assert {
+    condition = toset(jsondecode(local.sagemaker_policy_json).Statement[0].Resource) == toset([
+      "arn:aws:sagemaker:eu-central-1:111122223333:experiment/fed-heart-disease*",
+      "arn:aws:sagemaker:eu-central-1:111122223333:experiment-trial/fed-heart-disease*",
+      "arn:aws:sagemaker:eu-central-1:111122223333:experiment-trial/default-run-group-fed-heart-disease*",
+      "arn:aws:sagemaker:eu-central-1:111122223333:experiment-trial-component/fed-heart-disease*",
+    ])
+    error_message = "Write actions must be limited to experiment, trial and trial-component ARNs with the prefix."
+  }
+
+  assert {
+    condition     = alltrue([for k, m in module.cluster : m.sagemaker_role_name == "fedheart-${k}-sagemaker"])
+    error_message = "One SageMaker role per cluster, named <name_prefix>-<cluster>-sagemaker."
+  }
+
+  assert {
+    condition     = module.cluster["server"].workload_subject == "system:serviceaccount:fedheart:fedheart-server" && module.cluster["cleveland"].workload_subject == "system:serviceaccount:fedheart:fedheart-supernode"
+    error_message = "IRSA subjects must match the ServiceAccounts in k8s/base."
+  }
 }
 
 run "custom_name_prefix" {
   command = plan
 
   variables {
-    name_prefix = "heart"
+    name_prefix       = "heart"
+    experiment_prefix = "heart-trial"
+    region            = "us-west-2"
   }
 
   assert {
@@ -106,13 +159,18 @@ run "custom_name_prefix" {
     condition     = strcontains(output.superlink_address_command, "--context heart-server ")
     error_message = "The address command uses the server cluster's context."
   }
+
+  assert {
+    condition     = alltrue([for r in jsondecode(local.sagemaker_policy_json).Statement[0].Resource : startswith(r, "arn:aws:sagemaker:us-west-2:111122223333:") && strcontains(r, "heart-trial*")])
+    error_message = "Resources follow experiment_prefix and region."
+  }
 }
 
 run "four_hospitals_with_peering" {
   command = plan
 
   variables {
-    client_clusters    = ["cleveland", "hungary", "switzerland", "va"]
+    client_clusters    = ["cleveland", "hungarian", "switzerland", "va"]
     superlink_exposure = "peering"
   }
 
@@ -127,7 +185,7 @@ run "four_hospitals_with_peering" {
   }
 
   assert {
-    condition     = toset(keys(aws_vpc_peering_connection.client_to_server)) == toset(["cleveland", "hungary", "switzerland", "va"])
+    condition     = toset(keys(aws_vpc_peering_connection.client_to_server)) == toset(["cleveland", "hungarian", "switzerland", "va"])
     error_message = "One peering connection per client cluster."
   }
 
@@ -178,7 +236,7 @@ run "rejects_too_few_vpc_blocks" {
   variables {
     vpc_cidr_base   = "10.0.0.0/14"
     vpc_newbits     = 2
-    client_clusters = ["cleveland", "hungary", "switzerland", "va"]
+    client_clusters = ["cleveland", "hungarian", "switzerland", "va"]
   }
 
   expect_failures = [var.vpc_newbits]
