@@ -17,7 +17,7 @@ from .conftest import DOCS, K8S_DIR, run, tf_variable_default, venv_tool
 
 OVERLAYS = K8S_DIR / "overlays"
 SERVER_OVERLAYS = ("server", "server-peering")
-HOSPITALS = ("cleveland", "hungary", "switzerland", "va")
+HOSPITALS = ("cleveland", "hungarian", "switzerland", "va")
 CLIENT_OVERLAYS = tuple(f"client-{h}" for h in HOSPITALS)
 ALL_OVERLAYS = SERVER_OVERLAYS + CLIENT_OVERLAYS
 FLOWER_VERSION = "1.42.0"
@@ -497,3 +497,21 @@ def test_writable_paths_are_volumes(overlay, render):
                 )
             if c["name"] != "data-loader":
                 assert env.get("FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION") == "1", f"{name}/{c['name']}"
+
+
+def test_hospital_overlays_match_the_app_and_terraform():
+    """Overlay names = the app's hospital keys (launcher.certs key files) ⊇ terraform's default clusters."""
+    from fedheart.schema import HOSPITALS as APP_HOSPITALS
+
+    assert sorted(h.key for h in APP_HOSPITALS) == sorted(HOSPITALS)
+    default_clusters = re.search(
+        r'variable "client_clusters" \{.*?default\s*=\s*\[([^\]]*)\]',
+        (K8S_DIR.parent / "terraform" / "variables.tf").read_text(),
+        re.S,
+    )
+    names = re.findall(r'"([^"]+)"', default_clusters.group(1))
+    assert names and set(names) <= set(HOSPITALS)
+    example = (K8S_DIR.parent / "terraform" / "four-hospitals.tfvars.example").read_text()
+    assert sorted(re.findall(r'"([^"]+)"', re.search(r"client_clusters = \[(.*)\]", example).group(1))) == sorted(
+        HOSPITALS
+    )

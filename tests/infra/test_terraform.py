@@ -79,7 +79,17 @@ def test_terraform_test_suite(tf):
     output = result.stdout + result.stderr
     assert result.returncode == 0, f"terraform test failed:\n{output}"
     passed = re.search(r"Success! (\d+) passed, 0 failed", output)
-    assert passed and int(passed.group(1)) >= 10, output
+    assert passed and int(passed.group(1)) >= 7, output
     # Every test file under terraform/tests ran.
     for test_file in sorted((work / "tests").glob("*.tftest.hcl")):
         assert f"tests/{test_file.name}... pass" in output, output
+
+
+def test_iam_prefix_matches_the_app_tracking_config():
+    """The SageMaker policies only allow names with terraform's experiment_prefix: the app must use it."""
+    import yaml
+
+    from .conftest import REPO, tf_variable_default
+
+    tracking = yaml.safe_load((REPO / "conf" / "tracking" / "sagemaker.yaml").read_text())
+    assert tracking["experiment_prefix"] == tf_variable_default("experiment_prefix")
