@@ -18,7 +18,7 @@ from fedheart.hospital import (
 from fedheart.preprocess import Preprocessor
 from fedheart.protocol import parse_model, parse_train
 from fedheart.schema import hospital
-from fedheart.sources import hospital_file
+from fedheart.sources import hospital_file, partition_file
 from fedheart.stats import GlobalStats
 from fedheart.tracking import track_hospital
 
@@ -30,6 +30,9 @@ def _hospital(context: Context, config: dict[str, Any]) -> HospitalData:
     node = context.node_config
     if "data-path" in node:
         path, name = str(node["data-path"]), str(node.get("hospital", "")) or None
+    elif config.get("partition-dir"):  # data.partition_dir: the i-th file of a folder (e.g. synthetic)
+        file = partition_file(str(config["partition-dir"]), int(node["partition-id"]))
+        path, name = str(file), file.stem
     else:
         keys = str(config["hospitals"]).split(",")
         pid = int(node["partition-id"])

@@ -11,11 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hydra import compose, initialize_config_dir
-from hydra.errors import HydraException
-from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
-
 from fedheart.model import MODELS
 from fedheart.schema import HOSPITALS
 from fedheart.sources import UCI_BASE_URL
@@ -37,6 +32,7 @@ class DataConfig:
     download: bool = True
     url: str = UCI_BASE_URL
     hospitals: list[str] = field(default_factory=lambda: [h.key for h in HOSPITALS])
+    partition_dir: str | None = None  # simulation: partition i reads the i-th file here (sorted); see sources
     pipeline: str = "project"
     split_seed: int = 43
     train_fraction: float = 0.66
@@ -131,6 +127,11 @@ def parse_overrides(text: str | list[str] | None) -> list[str]:
 
 def load_config(overrides: str | list[str] | None = None, conf_dir: Path = CONF_DIR) -> AppConfig:
     """Compose ``conf/`` with overrides, type-check it and check every value; raise ConfigError."""
+    from hydra import compose, initialize_config_dir  # here: hospitals import this module, never Hydra
+    from hydra.errors import HydraException
+    from omegaconf import DictConfig, OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
     items = parse_overrides(overrides)
     try:
         with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
@@ -233,4 +234,6 @@ def train_config(cfg: AppConfig, proximal_mu: float = 0.0) -> TrainConfig:
 
 def to_yaml(cfg: AppConfig) -> str:
     """The resolved configuration as YAML (saved in every run folder)."""
+    from omegaconf import OmegaConf
+
     return OmegaConf.to_yaml(OmegaConf.structured(cfg))

@@ -31,6 +31,7 @@ def task_settings(cfg: AppConfig, preprocessing: str = "", experiment: str = "")
         "data-download": cfg.data.download,
         "data-url": cfg.data.url,
         "hospitals": ",".join(cfg.data.hospitals),
+        "partition-dir": cfg.data.partition_dir or "",
         "seed": cfg.seed,
         "model": json.dumps(asdict(ModelSpec(cfg.model.name, cfg.model.hidden, cfg.model.layers,
                                              cfg.model.dropout))),

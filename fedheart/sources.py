@@ -74,6 +74,18 @@ def hospital_file(h: Hospital, configured: str | None = None, *, allow_download:
         f"or allow downloading with data.download=true.")
 
 
+def partition_file(folder: str | Path, partition: int) -> Path:
+    """The ``partition``-th hospital file (sorted by name) of ``folder`` (config ``data.partition_dir``)."""
+    root = Path(folder).expanduser()
+    if not root.is_dir():
+        raise DataNotFoundError(f"data.partition_dir {root} is not a folder")
+    files = sorted(p for p in root.iterdir() if p.is_file() and not p.name.startswith("."))
+    if not 0 <= partition < len(files):
+        raise DataNotFoundError(f"partition {partition} has no file: data.partition_dir {root} holds "
+                                f"{len(files)} file(s); run the simulation with at most that many nodes")
+    return files[partition]
+
+
 def verify_folder(folder: Path) -> dict[str, bool]:
     """Which of the four files in ``folder`` match the published checksums."""
     return {h.filename: (folder / h.filename).is_file() and sha256(folder / h.filename) == h.sha256

@@ -202,11 +202,16 @@ def toml_string(value: str) -> str:
 
 def submit_run(link: SuperLink, *, overrides: Sequence[str] = (), federation: dict[str, Any] | None = None,
                app_dir: Path = REPO_ROOT, stream: bool = True, echo: IO[str] | None = sys.stdout,
-               timeout: float = 3600) -> str:
-    """``flwr run`` the app; returns the run id. With ``stream`` the logs are echoed until the end."""
-    run_config = link.workdir / f"run-config-{time.time_ns()}.toml"
-    run_config.write_text(f"overrides = {toml_string(' '.join(overrides))}\n")
-    argv = [tool("flwr"), "run", str(app_dir), link.connection, "--run-config", str(run_config)]
+               timeout: float = 3600, run_config: dict[str, str | int | float | bool] | None = None) -> str:
+    """``flwr run`` the app; returns the run id. With ``stream`` the logs are echoed until the end.
+
+    ``run_config``: the app's run-config keys instead of fedheart's ``overrides`` (e.g. bench/floor_app).
+    """
+    values = run_config if run_config is not None else {"overrides": " ".join(overrides)}
+    run_config_file = link.workdir / f"run-config-{time.time_ns()}.toml"
+    run_config_file.write_text("".join(f"{k} = {toml_string(v) if isinstance(v, str) else json.dumps(v)}\n"
+                                       for k, v in values.items()))
+    argv = [tool("flwr"), "run", str(app_dir), link.connection, "--run-config", str(run_config_file)]
     for key, value in (federation or {}).items():
         argv += ["--federation-config", f"{key}={json.dumps(value) if isinstance(value, str) else value}"]
     argv += ["--stream"] if stream else ["--format", "json"]

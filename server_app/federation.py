@@ -53,6 +53,7 @@ class History:
     last_round: int = 0
     federation: dict[int, dict[str, float]] = field(default_factory=dict)
     final: dict[str, dict[str, Any]] = field(default_factory=dict)
+    phase_seconds: dict[str, float] = field(default_factory=dict)  # statistics, baselines (bench/perf.py)
 
 
 def _error_reasons(replies: Iterable[Message]) -> list[str]:
@@ -217,6 +218,7 @@ class Federation:
         cfg = self.cfg
         write_text(self.run_dir.path / "config.yaml", to_yaml(cfg))
         self.collect_statistics()
+        self.history.phase_seconds["statistics"] = time.perf_counter() - started
         self.tracker.log_params(aggregator_params(cfg, {h.name: h.train_rows for h in self.hospitals.values()}))
         self.initial = self.initial_weights()
         weights = self._restore() if cfg.resume else self.initial
@@ -253,12 +255,17 @@ class Federation:
         return self.history
 
     # -- end of run ---------------------------------------------------------------------------
-    def baselines(self, train_cfg: ConfigRecord) -> dict[str, dict]:
-        """Majority-class and local-only baselines, computed by each hospital on its own data."""
+    def baselines(self, train_cfg: ConfigRecord, names: Iterable[str]) -> dict[str, dict]:
+        """Majority-class and local-only baselines, computed on its own data by each named hospital.
+
+        Only the hospitals of the final evaluation are asked (the summary shows no others): with
+        many clients and a sampled ``fraction_evaluate`` that keeps this phase as cheap as a round.
+        """
         config = ConfigRecord({**dict(train_cfg), "baseline.rounds": self.cfg.rounds,
                                "baseline.local-only": self.cfg.baselines})
         content = RecordDict({"arrays": to_arrays(self.initial), "config": config})
-        replies = self._send(self.hospitals, "query.baseline", content)
+        wanted = set(names)
+        replies = self._send([n for n, h in self.hospitals.items() if h.name in wanted], "query.baseline", content)
         for reason in _error_reasons(replies):
             log.warning("A hospital failed to compute its baselines: %s", reason)
         return {self._name(r): metrics_of(r.content) for r in replies if not r.has_error()}
@@ -273,7 +280,9 @@ class Federation:
             else "per-hospital standardisation (FLamby): each hospital uses its own training mean/std",
             "rounds": self.history.last_round, "strategy": self.cfg.strategy.name,
         })
-        baselines = self.baselines(train_cfg)
+        t0 = time.perf_counter()
+        baselines = self.baselines(train_cfg, per_hospital)
+        self.history.phase_seconds["baselines"] = time.perf_counter() - t0
         table, data = summary_table(per_hospital, baselines,
                                     {h.name: h.train_rows for h in self.hospitals.values()})
         data.update({"rounds": self.history.last_round, "seconds": seconds, "strategy": self.cfg.strategy.name,

@@ -1,0 +1,357 @@
+"""Performance benchmark: what a fedheart round costs against Flower's floor and the compute floor.
+
+    python bench/perf.py --out bench/results/perf [--rounds 15] [--hospitals 4] [--skip a,b,c]
+
+Side by side, in one run:
+  (a) fedheart's default simulation (4 hospitals, 15 rounds) through a real simulation SuperLink;
+  (b) bench/floor_app: the same train + evaluate message rounds and nodes, clients that do no work
+      (Flower's own floor);
+  (c) pooled training in one process with the same number of gradient steps (the compute floor,
+      ``bench/quality.py``'s ``pooled_run``).
+For each: wall time (run submitted to finished), seconds per round, CPU seconds and peak RSS of
+the whole process tree (the SuperLink and every descendant, sampled from /proc), and the ratios
+a/b and a/c. The machine load (``os.getloadavg``) is recorded before and after each measurement:
+run it under the e2e lock on a shared machine (``flock /tmp/fedheart-e2e.lock ...``).
+Writes ``perf.json`` and ``perf.md`` under --out. Scale, start-up and privacy costs: bench/scale.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:  # `python bench/perf.py` puts bench/ first, not the repository
+    sys.path.insert(0, str(REPO_ROOT))
+
+from launcher.flower import SuperLink, run_status, submit_run  # noqa: E402
+
+FLOOR_APP = REPO_ROOT / "bench" / "floor_app"
+DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "uci-heart-disease"
+TARGET_A_OVER_B = 1.25
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+# -- process-tree accounting (/proc; psutil is not installed) -------------------------------------
+def _proc_table() -> dict[int, tuple[int, float, int]]:
+    """pid -> (parent pid, CPU seconds user+system, RSS bytes) for every readable process."""
+    table = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as f:
+                stat = f.read().decode(errors="replace")
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2:].split()  # after "pid (comm) "
+        ppid, utime, stime, rss = int(fields[1]), int(fields[11]), int(fields[12]), int(fields[21])
+        table[int(entry.name)] = (ppid, (utime + stime) / CLK_TCK, rss * PAGE)
+    return table
+
+
+def _descendants(table: dict[int, tuple[int, float, int]], root: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _, _) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    found, todo = set(), [root]
+    while todo:
+        pid = todo.pop()
+        if pid in table and pid not in found:
+            found.add(pid)
+            todo += children.get(pid, [])
+    return found
+
+
+class TreeSampler:
+    """Samples a process tree every ``interval`` s: the last CPU time of every process seen, peak RSS sum.
+
+    A process that lives less than one interval may be missed; the SuperLink, the simulation
+    process and the Ray workers live for the whole run.
+    """
+
+    def __init__(self, root: int, interval: float = 0.25) -> None:
+        self.root, self.interval = root, interval
+        self.cpu: dict[int, float] = {}
+        self.peak_rss = 0
+        self.peak_processes = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def sample(self) -> None:
+        table = _proc_table()
+        tree = _descendants(table, self.root)
+        for pid in tree:
+            self.cpu[pid] = table[pid][1]
+        self.peak_rss = max(self.peak_rss, sum(table[p][2] for p in tree))
+        self.peak_processes = max(self.peak_processes, len(tree))
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.sample()
+
+    def __enter__(self) -> TreeSampler:
+        self.sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def cpu_seconds(self) -> float:
+        return sum(self.cpu.values())
+
+
+@contextmanager
+def load_window(row: dict[str, Any]) -> Iterator[None]:
+    """Record the 1/5/15-minute load averages before and after a measurement into ``row``."""
+    row["loadavg_before"] = [round(x, 2) for x in os.getloadavg()]
+    yield
+    row["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
+
+
+def wait_finished(link: SuperLink, run_id: str, timeout: float, every: float = 2.0) -> dict[str, Any]:
+    """Poll ``flwr ls`` every ``every`` s (each poll is a Python process: keep them rare while measuring)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        record = run_status(link, run_id)
+        if str(record.get("status", "")).startswith("finished:"):
+            return record
+        time.sleep(every)  # poll interval of a readiness check with a deadline
+    raise TimeoutError(f"run {run_id} not finished after {timeout:.0f}s")
+
+
+def measure_flower(name: str, *, app_dir: Path, supernodes: int, run_config: dict[str, Any] | None = None,
+                   overrides: list[str] | None = None, workdir: Path, env: dict[str, str],
+                   timeout: float = 3600) -> dict[str, Any]:
+    """One run on a fresh simulation SuperLink; wall, CPU and peak RSS of the SuperLink's process tree."""
+    row: dict[str, Any] = {"name": name, "supernodes": supernodes}
+    with load_window(row), SuperLink(workdir / name, extra_env=env) as link:
+        assert link.process is not None
+        with TreeSampler(link.process.popen.pid) as tree:
+            started = time.perf_counter()
+            run_id = submit_run(link, overrides=overrides or [], run_config=run_config, app_dir=app_dir,
+                                stream=False, echo=None,
+                                federation={"num-supernodes": supernodes, "client-resources-num-cpus": 1})
+            record = wait_finished(link, run_id, timeout)
+            row["wall_s"] = time.perf_counter() - started
+        if record.get("status") != "finished:completed":
+            raise RuntimeError(f"{name}: run {run_id} ended {record.get('status')}: {record.get('status-details')}"
+                               f"\n{link.process.log_tail()}")
+        row |= {"run_id": run_id, "elapsed_s": record.get("elapsed"), "cpu_s": tree.cpu_seconds,
+                "peak_rss_mb": tree.peak_rss / 2**20, "peak_processes": tree.peak_processes,
+                "flwr_compute_s": (record.get("compute-time") or {}).get("total-seconds"),
+                "traffic_bytes": (record.get("network-traffic") or {}).get("total-bytes")}
+    return row
+
+
+def fedheart_rounds(run_dir: Path) -> dict[str, Any]:
+    """Per-round seconds and the run's total from fedheart's metrics.jsonl and summary.json."""
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    rounds = [r["seconds"] for r in rows if r["phase"] == "federation"]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    return {"round_s": rounds, "server_app_s": summary["seconds"], "phase_s": summary.get("phase_seconds", {})}
+
+
+def run_fedheart(work: Path, rounds: int, hospitals: int, extra: list[str], name: str = "a-fedheart") -> dict:
+    outputs = work / "outputs"
+    env = {"FEDHEART_DATA_DIR": str(DEFAULT_DATA), "FEDHEART_OUTPUT_DIR": str(outputs)}
+    overrides = [f"rounds={rounds}", f"output.run_name={name}", *extra]
+    row = measure_flower(name, app_dir=REPO_ROOT, supernodes=hospitals, overrides=overrides, workdir=work, env=env)
+    return row | fedheart_rounds(outputs / name) | {"overrides": overrides}
+
+
+def run_floor(work: Path, rounds: int, hospitals: int, name: str = "b-flower-floor") -> dict:
+    out = work / f"{name}.json"
+    row = measure_flower(name, app_dir=FLOOR_APP, supernodes=hospitals, workdir=work, env={},
+                         run_config={"rounds": rounds, "nodes": hospitals, "out": str(out)})
+    floor = json.loads(out.read_text())
+    return row | {"round_s": floor["round_s"], "server_app_s": floor["seconds"]}
+
+
+def run_pooled(rounds: int, hospitals: int) -> dict:
+    """(c) in a fresh process: pooled training, same gradient steps; its wall, CPU and peak RSS."""
+    row: dict[str, Any] = {"name": "c-pooled"}
+    env = {**os.environ, "FEDHEART_DATA_DIR": str(DEFAULT_DATA), "PYTHONPATH": str(REPO_ROOT)}
+    with load_window(row):
+        started = time.perf_counter()
+        out = subprocess.run([sys.executable, __file__, "--pooled-child", str(rounds), str(hospitals)],
+                             env=env, capture_output=True, text=True, check=True)
+        row["process_wall_s"] = time.perf_counter() - started
+    return row | json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def pooled_child(rounds: int, hospitals: int) -> None:
+    """Runs in the child process of :func:`run_pooled`; prints one JSON line."""
+    import resource
+
+    t0 = time.perf_counter()
+    from bench.quality import pooled_run
+    from fedheart.config import load_config
+    from fedheart.schema import HOSPITALS
+
+    keys = ",".join(h.key for h in HOSPITALS[:hospitals])
+    cfg = load_config([f"rounds={rounds}", f"data.hospitals=[{keys}]"])
+    imports = time.perf_counter() - t0
+    cpu0 = time.process_time()
+    result = pooled_run(cfg, seed=cfg.seed)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    print(json.dumps({"wall_s": result["seconds"], "cpu_s": time.process_time() - cpu0,
+                      "process_cpu_s": usage.ru_utime + usage.ru_stime, "peak_rss_mb": usage.ru_maxrss / 1024,
+                      "import_s": imports, "steps": result["steps"], "torch_threads": _torch_threads(),
+                      "round_s": [result["seconds"] / rounds] * rounds}))
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+HEAVY = ("torch", "pandas", "sklearn", "scipy", "opacus", "hydra", "omegaconf", "matplotlib", "boto3", "ray")
+STARTUP_PROBE = ("import json, sys, time; t = time.perf_counter(); import client_app.app; "
+                 "print(json.dumps({'import_s': time.perf_counter() - t, 'heavy': sorted(m for m in sys.modules "
+                 f"if m in {HEAVY!r})}}))")
+
+
+def startup(repeats: int = 3) -> dict[str, Any]:
+    """What a fresh ClientApp process pays before handling a message: ``import client_app.app``.
+
+    A SuperNode (deployment, ``--isolation subprocess``) starts one such process per message.
+    """
+    row: dict[str, Any] = {"name": "clientapp-import", "runs": []}
+    with load_window(row):
+        for _ in range(repeats):
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            started = time.perf_counter()
+            out = subprocess.run([sys.executable, "-c", STARTUP_PROBE], cwd=REPO_ROOT, capture_output=True,
+                                 text=True, check=True, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            probe = json.loads(out.stdout.strip().splitlines()[-1])
+            row["runs"].append({"process_wall_s": time.perf_counter() - started, "import_s": probe["import_s"],
+                                "cpu_s": (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime),
+                                "max_rss_mb": after.ru_maxrss / 1024})
+            row["heavy_modules"] = probe["heavy"]
+    for key in ("process_wall_s", "import_s", "cpu_s"):
+        row[f"{key}_median"] = sorted(r[key] for r in row["runs"])[len(row["runs"]) // 2]
+    return row
+
+
+def machine() -> dict[str, Any]:
+    mem = next((line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines()
+                if line.startswith("MemTotal")), "0")
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    return {"cpus": os.cpu_count(), "cpu": cpu, "memory_gib": round(int(mem) / 2**20, 1),
+            "python": platform.python_version(), "platform": platform.platform(), "flwr": _version("flwr"),
+            "torch": _version("torch")}
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import version
+
+    return version(package)
+
+
+def _mean(xs: list[float]) -> float:
+    return sum(xs) / len(xs) if xs else float("nan")
+
+
+def summarize(rows: dict[str, dict]) -> dict[str, Any]:
+    for row in rows.values():
+        row["round_s_mean"] = _mean(row.get("round_s", []))
+    a, b, c = rows.get("a"), rows.get("b"), rows.get("c")
+    ratios: dict[str, float] = {}
+    for key in ("wall_s", "round_s_mean", "cpu_s", "peak_rss_mb"):
+        if a and b:
+            ratios[f"a/b {key}"] = a[key] / b[key]
+        if a and c:
+            ratios[f"a/c {key}"] = a[key] / c[key]
+    return ratios
+
+
+def markdown(report: dict[str, Any]) -> str:
+    m = report["machine"]
+    lines = ["# Performance: fedheart against Flower's floor and the compute floor\n",
+             f"Machine: {m['cpus']} CPUs ({m['cpu']}), {m['memory_gib']} GiB, Python {m['python']}, "
+             f"flwr {m['flwr']}, torch {m['torch']}; {report['date']}. Simulation: 1 CPU per client, "
+             f"{report['hospitals']} hospitals, {report['rounds']} rounds.\n",
+             "| run | wall s | s / round | CPU s (tree) | peak RSS MiB (tree) | load before → after |",
+             "|---|---:|---:|---:|---:|---|"]
+    for key, row in report["runs"].items():
+        load = f"{row['loadavg_before'][0]:.1f} → {row['loadavg_after'][0]:.1f}"
+        lines.append(f"| {key}: {row['name']} | {row['wall_s']:.1f} | {row['round_s_mean']:.2f} | "
+                     f"{row['cpu_s']:.1f} | {row['peak_rss_mb']:.0f} | {load} |")
+    lines += ["", "| ratio | value |", "|---|---:|"]
+    lines += [f"| {k} | {v:.2f} |" for k, v in report["ratios"].items()]
+    a_b = report["ratios"].get("a/b round_s_mean")
+    if a_b is not None:
+        verdict = "meets" if a_b <= TARGET_A_OVER_B else "misses"
+        lines.append(f"\nTarget a/b (s / round) <= {TARGET_A_OVER_B}: {a_b:.2f}, {verdict} it.")
+    lines.append("\n(c) wall is the training process's own time (load + train + evaluate), without "
+                 "Python start-up and imports (`import_s` in perf.json). RSS sums double-count shared pages.")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "results" / "perf")
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--hospitals", type=int, default=4)
+    parser.add_argument("--skip", default="", help="comma-separated: a, b and/or c")
+    parser.add_argument("--tag", default="", help="suffix of the output files (e.g. 'before')")
+    parser.add_argument("--overrides", default="", help="extra Hydra overrides for (a)")
+    parser.add_argument("--startup", type=int, default=0, metavar="N",
+                        help="only measure a fresh ClientApp process's imports, N times")
+    parser.add_argument("--pooled-child", nargs=2, type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.pooled_child:
+        pooled_child(*args.pooled_child)
+        return 0
+    if args.startup:
+        row = startup(args.startup)
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / f"startup{'-' + args.tag if args.tag else ''}.json").write_text(json.dumps(row, indent=2) + "\n")
+        print(json.dumps(row, indent=2))
+        return 0
+    skip = set(filter(None, args.skip.split(",")))
+    rows: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory(prefix="fedheart-perf-") as tmp:
+        work = Path(tmp)
+        if "b" not in skip:
+            rows["b"] = run_floor(work, args.rounds, args.hospitals)
+            print(json.dumps(rows["b"]), flush=True)
+        if "a" not in skip:
+            rows["a"] = run_fedheart(work, args.rounds, args.hospitals, args.overrides.split())
+            print(json.dumps(rows["a"]), flush=True)
+        if "c" not in skip:
+            rows["c"] = run_pooled(args.rounds, args.hospitals)
+            print(json.dumps(rows["c"]), flush=True)
+    report = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine(), "rounds": args.rounds,
+              "hospitals": args.hospitals, "runs": rows}
+    report["ratios"] = summarize(rows)
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = "perf" + (f"-{args.tag}" if args.tag else "")
+    (args.out / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
+    (args.out / f"{stem}.md").write_text(markdown(report))
+    print(markdown(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
