@@ -7,7 +7,8 @@ Every federated run goes through a real SuperLink in simulation mode (one per be
 by all runs); pooled training (all hospitals' training rows in one place, the same preprocessing
 and the same number of gradient steps as the whole federation) runs in this process with the same
 core code. The local-only baseline comes from each run's summary. Writes ``quality.md`` and
-``quality.json`` under --out.
+``quality.json`` under --out; run folders are kept under ``--out/runs`` and reused when the
+benchmark is started again (it resumes where it stopped).
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ import argparse
 import json
 import os
 import platform
+import signal
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -51,7 +54,8 @@ def pooled_run(cfg: AppConfig, seed: int) -> dict:
     """Centralised training on the union of the hospitals' training rows, evaluated per hospital."""
     t0 = time.perf_counter()
     hospitals: list[HospitalData] = [
-        load_hospital(hospital_file(hospital(k), cfg.data.root), seed=cfg.data.split_seed,
+        load_hospital(hospital_file(hospital(k), cfg.data.root, allow_download=cfg.data.download,
+                                    base_url=cfg.data.url), seed=cfg.data.split_seed,
                       pipeline=cfg.data.pipeline, train_fraction=cfg.data.train_fraction, name=k)
         for k in cfg.data.hospitals]
     pooled_train = pd.concat([h.train_frame for h in hospitals])
@@ -79,12 +83,19 @@ def pooled_run(cfg: AppConfig, seed: int) -> dict:
 
 
 def federated_run(link: SuperLink, overrides: list[str], out: Path, name: str) -> dict:
-    run_id = submit_run(link, overrides=[*overrides, f"output.run_name={name}"], stream=False, echo=None,
-                        federation={"num-supernodes": 4, "client-resources-num-cpus": 1})
-    record = wait_for_run(link, run_id)
-    if record["status"] != "finished:completed":
-        raise RuntimeError(f"run {name} failed: {record.get('status-details')}")
-    summary = json.loads((out / "runs" / name / "summary.json").read_text())
+    """One run through the real simulation; a finished run folder is reused (the benchmark resumes)."""
+    run_dir = out / "runs" / name
+    record_path = run_dir / "flwr-record.json"
+    if record_path.exists():
+        record = json.loads(record_path.read_text())
+    else:
+        run_id = submit_run(link, overrides=[*overrides, f"output.run_name={name}"], stream=False, echo=None,
+                            federation={"num-supernodes": 4, "client-resources-num-cpus": 1})
+        record = wait_for_run(link, run_id)
+        if record["status"] != "finished:completed":
+            raise RuntimeError(f"run {name} failed: {record.get('status-details')}")
+        record_path.write_text(json.dumps(record))
+    summary = json.loads((run_dir / "summary.json").read_text())
     return {"hospitals": {k: {"accuracy": v["accuracy"], "auc": v["auc"], "local-accuracy": v["local-accuracy"],
                               "local-auc": v["local-auc"], "majority-accuracy": v["majority-accuracy"]}
                           for k, v in summary["hospitals"].items()},
@@ -145,12 +156,15 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run `finally`/`with` exits: stop the SuperLink
     base = load_config()
     hospitals = list(base.data.hospitals)
     results: dict = {"machine": f"{platform.node()} {platform.processor() or platform.machine()}, "
                                 f"{os.cpu_count()} CPUs, Python {platform.python_version()}",
                      "seeds": seeds, "split_seed": args.split_seed, "protocols": {}, "raw": {}}
-    link = SuperLink(out / "superlink", extra_env={"FEDHEART_OUTPUT_DIR": str(out / "runs")})
+    # SuperLink state lives outside the repository: `flwr run .` packages the app folder.
+    link = SuperLink(Path(tempfile.mkdtemp(prefix="fedheart-quality-")),
+                     extra_env={"FEDHEART_OUTPUT_DIR": str(out / "runs")})
     with link:
         for protocol in protocols:
             common = [f"protocol={protocol}", f"data.split_seed={args.split_seed}"]
@@ -163,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
             for strategy in strategies:
                 runs = []
                 for seed in seeds:
-                    name = f"{protocol}-{strategy}-seed{seed}-{time.strftime('%H%M%S')}"
+                    name = f"{protocol}-{strategy}-seed{seed}-split{args.split_seed}"
                     print(f"[quality] {name} ...", flush=True)
                     runs.append(federated_run(link, [*common, f"strategy={strategy}", f"seed={seed}"], out, name))
                     print(f"[quality]   mean acc {runs[-1]['mean-accuracy']:.3f}, "

@@ -10,6 +10,7 @@ exits 0 even for failed runs) and stops the SuperLink, also on Ctrl-C or failure
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from pathlib import Path
@@ -33,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, default=REPO_ROOT / ".fedheart" / "simulation",
                         help="SuperLink state and logs")
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # `kill` stops the SuperLink too
     supernodes = args.supernodes
     if supernodes is None:
         from fedheart.config import ConfigError, load_config
