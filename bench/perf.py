@@ -208,6 +208,9 @@ def pooled_child(rounds: int, hospitals: int) -> None:
     keys = ",".join(h.key for h in HOSPITALS[:hospitals])
     cfg = load_config([f"rounds={rounds}", f"data.hospitals=[{keys}]"])
     imports = time.perf_counter() - t0
+    import torch
+
+    torch.set_num_threads(1)  # as each simulated client (Ray gives a 1-CPU actor OMP_NUM_THREADS=1)
     cpu0 = time.process_time()
     result = pooled_run(cfg, seed=cfg.seed)
     usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -229,18 +232,19 @@ STARTUP_PROBE = ("import json, sys, time; t = time.perf_counter(); import client
                  f"if m in {HEAVY!r})}}))")
 
 
-def startup(repeats: int = 3) -> dict[str, Any]:
+def startup(repeats: int = 3, app_root: Path = REPO_ROOT) -> dict[str, Any]:
     """What a fresh ClientApp process pays before handling a message: ``import client_app.app``.
 
     A SuperNode (deployment, ``--isolation subprocess``) starts one such process per message.
+    ``app_root``: another copy of the code (e.g. the state before a change) to compare.
     """
-    row: dict[str, Any] = {"name": "clientapp-import", "runs": []}
+    row: dict[str, Any] = {"name": "clientapp-import", "app_root": str(app_root), "runs": []}
     with load_window(row):
         for _ in range(repeats):
             before = resource.getrusage(resource.RUSAGE_CHILDREN)
             started = time.perf_counter()
-            out = subprocess.run([sys.executable, "-c", STARTUP_PROBE], cwd=REPO_ROOT, capture_output=True,
-                                 text=True, check=True, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+            out = subprocess.run([sys.executable, "-c", STARTUP_PROBE], cwd=app_root, capture_output=True,
+                                 text=True, check=True, env={**os.environ, "PYTHONPATH": str(app_root)})
             after = resource.getrusage(resource.RUSAGE_CHILDREN)
             probe = json.loads(out.stdout.strip().splitlines()[-1])
             row["runs"].append({"process_wall_s": time.perf_counter() - started, "import_s": probe["import_s"],
@@ -250,6 +254,86 @@ def startup(repeats: int = 3) -> dict[str, Any]:
     for key in ("process_wall_s", "import_s", "cpu_s"):
         row[f"{key}_median"] = sorted(r[key] for r in row["runs"])[len(row["runs"]) // 2]
     return row
+
+
+def deployment(rounds: int, extra: list[str]) -> dict[str, Any]:
+    """``python -m launcher.deploy``: TLS SuperLink + 4 authenticated SuperNodes (a fresh ClientApp
+    process per message); per-round seconds and the process tree's CPU and peak RSS."""
+    row: dict[str, Any] = {"name": "deployment-tls"}
+    with tempfile.TemporaryDirectory(prefix="fedheart-deploy-") as tmp, load_window(row):
+        argv = [sys.executable, "-m", "launcher.deploy", "--rounds", str(rounds), "--data-dir", str(DEFAULT_DATA),
+                "--output-dir", f"{tmp}/out", "--workdir", f"{tmp}/work", "output.run_name=deploy", *extra]
+        started = time.perf_counter()
+        proc = subprocess.Popen(argv, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+        with TreeSampler(proc.pid) as tree:
+            output, _ = proc.communicate()
+        row["wall_s"] = time.perf_counter() - started
+        if proc.returncode != 0:
+            raise RuntimeError(f"launcher.deploy failed ({proc.returncode}):\n{output[-3000:]}")
+        row |= {"cpu_s": tree.cpu_seconds, "peak_rss_mb": tree.peak_rss / 2**20, "overrides": extra,
+                **fedheart_rounds(Path(tmp) / "out" / "deploy")}
+    row["round_s_mean"] = _mean(row["round_s"])
+    return row
+
+
+def message_bytes(overrides: list[str]) -> dict[str, int]:
+    """Serialized size (Flower's protobuf) of one client's four messages in a round, built with the
+    ServerApp's and ClientApp's own functions on the real Cleveland data (simulation counts no traffic)."""
+    from flwr.app import MetricRecord, RecordDict
+    from flwr.common.serde import recorddict_to_proto
+
+    from fedheart import stats as fstats
+    from fedheart.config import load_config
+    from fedheart.hospital import ModelSpec, evaluate_round, load_hospital, train_round
+    from fedheart.model import build_model, get_weights
+    from fedheart.protocol import parse_train, task_settings, train_settings
+    from fedheart.schema import hospital
+    from fedheart.sources import hospital_file
+    from server_app.records import config_record, to_arrays
+
+    cfg = load_config(overrides)
+    data = [load_hospital(hospital_file(hospital(k), str(DEFAULT_DATA)), seed=cfg.data.split_seed,
+                          pipeline=cfg.data.pipeline, train_fraction=cfg.data.train_fraction, name=k)
+            for k in cfg.data.hospitals]
+    stats = fstats.GlobalStats.from_totals(fstats.combine([d.statistics() for d in data]))
+    pre = data[0].preprocessor(stats)
+    m = cfg.model
+    spec = ModelSpec(m.name, m.hidden, m.layers, m.dropout)
+    weights = get_weights(build_model(m.name, pre.num_features, hidden=m.hidden, layers=m.layers, seed=cfg.seed))
+    task = task_settings(cfg, stats.to_json())
+    train_cfg = {**task, **train_settings(cfg)}
+    new, train_metrics = train_round(data[0], pre, weights, spec, parse_train(train_cfg), seed=0, server_round=1)
+    eval_metrics = evaluate_round(data[0], pre, new, spec)
+
+    def size(content: dict) -> int:
+        return recorddict_to_proto(RecordDict(content)).ByteSize()
+
+    out = {"train-instruction": size({"arrays": to_arrays(weights), "config": config_record(train_cfg)}),
+           "train-reply": size({"arrays": to_arrays(new), "metrics": MetricRecord(train_metrics)}),
+           "evaluate-instruction": size({"arrays": to_arrays(new), "config": config_record(task)}),
+           "evaluate-reply": size({"metrics": MetricRecord(eval_metrics)})}
+    out["per-round"] = sum(out.values())
+    out["weights"] = int(sum(w.nbytes for w in weights.values()))
+    return out
+
+
+def privacy_costs(rounds: int) -> dict[str, Any]:
+    """DP-SGD and SecAgg+ against plain FedAvg for 4 and 16 clients, with the other engineers' benchmarks
+    (bench/privacy.py ``cost``: in-process federation; bench/secagg_cost.py ``measure``: real simulations),
+    and bytes per client per round."""
+    from bench.privacy import cost, load_hospitals
+    from bench.secagg_cost import measure
+    from fedheart.config import load_config
+
+    report: dict[str, Any] = {"rounds": rounds}
+    with load_window(report):
+        report["bytes"] = {"fedavg": message_bytes([]), "dp-sgd": message_bytes(
+            ["privacy=dp-sgd", "privacy.epsilon=1.0"])}
+        cfg = load_config([f"rounds={rounds}"])
+        report["dp_sgd"] = cost(cfg, load_hospitals(cfg), [4, 16], seed=0)
+        report["secagg"] = measure(clients=(4, 16), rounds=rounds, data_dir=DEFAULT_DATA)
+    return report
 
 
 def machine() -> dict[str, Any]:
@@ -318,13 +402,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--overrides", default="", help="extra Hydra overrides for (a)")
     parser.add_argument("--startup", type=int, default=0, metavar="N",
                         help="only measure a fresh ClientApp process's imports, N times")
+    parser.add_argument("--app-root", type=Path, default=REPO_ROOT, help="code copy for --startup")
+    parser.add_argument("--deploy", type=int, default=0, metavar="ROUNDS",
+                        help="only measure the local TLS deployment (launcher.deploy) for ROUNDS rounds")
+    parser.add_argument("--privacy", type=int, default=0, metavar="ROUNDS",
+                        help="only measure DP-SGD / SecAgg+ costs against FedAvg (4, 16 clients) and message bytes")
     parser.add_argument("--pooled-child", nargs=2, type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.pooled_child:
         pooled_child(*args.pooled_child)
         return 0
+    if args.privacy:
+        row = privacy_costs(args.privacy)
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "privacy_comm.json").write_text(json.dumps(row, indent=2, default=str) + "\n")
+        print(json.dumps(row, indent=2, default=str))
+        return 0
+    if args.deploy:
+        row = deployment(args.deploy, args.overrides.split())
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / f"deploy{'-' + args.tag if args.tag else ''}.json").write_text(json.dumps(row, indent=2) + "\n")
+        print(json.dumps(row, indent=2))
+        return 0
     if args.startup:
-        row = startup(args.startup)
+        row = startup(args.startup, args.app_root)
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / f"startup{'-' + args.tag if args.tag else ''}.json").write_text(json.dumps(row, indent=2) + "\n")
         print(json.dumps(row, indent=2))

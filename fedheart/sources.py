@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -74,16 +75,27 @@ def hospital_file(h: Hospital, configured: str | None = None, *, allow_download:
         f"or allow downloading with data.download=true.")
 
 
+@functools.lru_cache(maxsize=4)
+def _file_names(folder: str, mtime_ns: int) -> tuple[str, ...]:
+    """Sorted names of the visible files in ``folder`` (cached while the folder is unchanged)."""
+    with os.scandir(folder) as entries:
+        return tuple(sorted(e.name for e in entries if e.is_file() and not e.name.startswith(".")))
+
+
 def partition_file(folder: str | Path, partition: int) -> Path:
-    """The ``partition``-th hospital file (sorted by name) of ``folder`` (config ``data.partition_dir``)."""
+    """The ``partition``-th hospital file (sorted by name) of ``folder`` (config ``data.partition_dir``).
+
+    The listing is cached per process: with 1000 files, listing and sorting on every message cost
+    more than reading the hospital's own file.
+    """
     root = Path(folder).expanduser()
     if not root.is_dir():
         raise DataNotFoundError(f"data.partition_dir {root} is not a folder")
-    files = sorted(p for p in root.iterdir() if p.is_file() and not p.name.startswith("."))
-    if not 0 <= partition < len(files):
+    names = _file_names(str(root), root.stat().st_mtime_ns)
+    if not 0 <= partition < len(names):
         raise DataNotFoundError(f"partition {partition} has no file: data.partition_dir {root} holds "
-                                f"{len(files)} file(s); run the simulation with at most that many nodes")
-    return files[partition]
+                                f"{len(names)} file(s); run the simulation with at most that many nodes")
+    return root / names[partition]
 
 
 def verify_folder(folder: Path) -> dict[str, bool]:
