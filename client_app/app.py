@@ -7,6 +7,7 @@ from typing import Any
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from client_app.secagg import secaggplus_train_mod
 from fedheart.hospital import (
     HospitalData,
     evaluate_round,
@@ -42,7 +43,7 @@ def _hospital(context: Context, config: dict[str, Any]) -> HospitalData:
         path = str(hospital_file(h, str(config["data-root"]) or None,
                                  allow_download=bool(config["data-download"]),
                                  base_url=str(config["data-url"])))
-        name = h.key
+        name = h.key if keys.count(h.key) == 1 else f"{h.key}-{pid}"  # a listed-twice file: own name
     return load_hospital(path, seed=int(config["split-seed"]), pipeline=str(config["pipeline"]),
                          train_fraction=float(config["train-fraction"]), name=name)
 
@@ -77,7 +78,7 @@ def statistics(msg: Message, context: Context) -> Message:
     return Message(content, reply_to=msg)
 
 
-@app.train()
+@app.train(mods=[secaggplus_train_mod])  # SecAgg+ (aggregation=secagg); must stay the first mod
 def train(msg: Message, context: Context) -> Message:
     """One round of local training from the global model."""
     data, pre, config = _setup(msg, context)

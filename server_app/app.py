@@ -10,6 +10,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from fedheart.config import load_config
 from server_app.federation import Federation
+from server_app.secagg import SecAggFederation
 from server_app.strategies import build_strategy
 
 app = ServerApp()
@@ -31,4 +32,5 @@ def main(grid: Grid, context: Context) -> None:
     setup_logging()
     cfg = load_config(str(context.run_config.get("overrides", "")))
     strategy = build_strategy(cfg)
-    Federation(cfg, grid, strategy, run_id=context.run_id).run()
+    federation = SecAggFederation if cfg.aggregation.mode == "secagg" else Federation
+    federation(cfg, grid, strategy, run_id=context.run_id).run()
