@@ -1,4 +1,5 @@
-"""Drive Flower's CLI: a SuperLink process, connections in $FLWR_HOME, runs and their status."""
+"""Drive Flower's CLI: SuperLink and SuperNode processes, connections in $FLWR_HOME, node
+registration, runs and their status."""
 
 from __future__ import annotations
 
@@ -53,6 +54,8 @@ def tool(name: str) -> str:
 def flower_env(flwr_home: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {**os.environ, **FLOWER_ENV, "FLWR_HOME": str(flwr_home), **(extra or {})}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
+    # SuperLink and SuperNode spawn `flower-superexec` by name: it must be found in this venv.
+    env["PATH"] = os.pathsep.join(p for p in (str(Path(sys.executable).parent), env.get("PATH", "")) if p)
     return env
 
 
@@ -149,12 +152,10 @@ class SuperLink:
 
     def start(self, timeout: float = 60) -> SuperLink:
         self.flwr_home.mkdir(parents=True, exist_ok=True)
+        # One port serves the Fleet, Control and Runtime APIs (1.42: the old per-API addresses are gone).
         argv = [tool("flower-superlink"), "--host", self.host, "--port", str(self.port),
-                "--control-api-address", f"127.0.0.1:{free_port()}",
                 "--database", str(self.workdir / "superlink-state.db"),
                 "--disable-runtime-dependency-installation"]
-        if not self.simulation:
-            argv += ["--fleet-api-address", f"{self.host}:{free_port()}"]
         argv += ["--simulation"] if self.simulation else []
         if self.tls:
             argv += ["--ssl-ca-certfile", str(self.tls.ca_cert), "--ssl-certfile", str(self.tls.server_cert),
@@ -226,7 +227,7 @@ def submit_run(link: SuperLink, *, overrides: Sequence[str] = (), federation: di
         if echo is not None:
             echo.write(line)
             echo.flush()
-        if run_id is None and (m := re.search(r"(?:started run|\"run-id\":\s*\"?)(\d+)", line)):
+        if run_id is None and (m := re.search(r"(?:started run\s+|\"run-id\":\s*\"?)(\d+)", line)):
             run_id = m.group(1)
         if time.monotonic() > deadline:
             proc.kill()
@@ -237,14 +238,23 @@ def submit_run(link: SuperLink, *, overrides: Sequence[str] = (), federation: di
     return run_id
 
 
-def run_status(link: SuperLink, run_id: str) -> dict[str, Any]:
-    """The run's record from ``flwr ls`` (``status`` is e.g. ``finished:completed``)."""
-    out = subprocess.run([tool("flwr"), "ls", link.connection, "--run-id", run_id, "--format", "json"],
-                         env=link.env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+def flwr_json(link: SuperLink, *args: str, timeout: float = 60) -> dict[str, Any]:
+    """``flwr ARGS... CONNECTION --format json`` against this SuperLink; its JSON answer."""
+    argv = [tool("flwr"), *args, link.connection, "--format", "json"]
+    out = subprocess.run(argv, env=link.env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout)
+    what = "flwr " + " ".join(args[:2])
     try:
         data = json.loads(out.stdout)
     except json.JSONDecodeError:
-        raise FlowerError(f"flwr ls failed: {out.stdout[-2000:]} {out.stderr[-2000:]}") from None
+        raise FlowerError(f"{what} failed (exit {out.returncode}): {out.stdout[-2000:]} {out.stderr[-2000:]}") from None
+    if not isinstance(data, dict) or data.get("success") is False:
+        raise FlowerError(f"{what} failed (exit {out.returncode}): {data}")
+    return data
+
+
+def run_status(link: SuperLink, run_id: str) -> dict[str, Any]:
+    """The run's record from ``flwr ls`` (``status`` is e.g. ``finished:completed``)."""
+    data = flwr_json(link, "ls", "--run-id", run_id)
     runs = data.get("runs") or []
     if not runs:
         raise FlowerError(f"flwr ls knows no run {run_id}: {data}")
@@ -262,3 +272,107 @@ def wait_for_run(link: SuperLink, run_id: str, timeout: float = 3600) -> dict[st
 
     wait_until(done, timeout, f"run {run_id}")
     return record
+
+
+def node_config_arg(values: dict[str, str | int | float | bool]) -> str:
+    """``--node-config`` text: ``key='string' key2=3``. Flower splits on spaces outside quotes."""
+    parts = []
+    for key, value in values.items():
+        if isinstance(value, str):
+            if "'" in value or "\n" in value:
+                raise FlowerError(f"node config {key}={value!r}: Flower cannot pass a ' or a newline in a value")
+            parts.append(f"{key}='{value}'")
+        else:
+            parts.append(f"{key}={json.dumps(value)}")
+    return " ".join(parts)
+
+
+@dataclass
+class SuperNode:
+    """A ``flower-supernode`` dialling a SuperLink, with its own runtime port, $FLWR_HOME and log.
+
+    ``root_certificates`` None means plaintext (``--insecure``). The SuperNode never installs app
+    dependencies at run time (that needs ``--allow-runtime-dependency-installation``, never passed).
+    """
+
+    workdir: Path
+    superlink: str
+    node_config: dict[str, str | int | float | bool] = field(default_factory=dict)
+    root_certificates: Path | None = None
+    private_key: Path | None = None
+    isolation: str = "subprocess"
+    name: str = "supernode"
+    max_retries: int | None = None
+    port: int = field(default_factory=free_port)
+    extra_env: dict[str, str] = field(default_factory=dict)
+    process: Process | None = None
+
+    @property
+    def flwr_home(self) -> Path:
+        return self.workdir / "flwr-home"
+
+    @property
+    def argv(self) -> list[str]:
+        argv = [tool("flower-supernode"), "--superlink", self.superlink, "--isolation", self.isolation,
+                "--host", "127.0.0.1", "--port", str(self.port)]
+        argv += ["--root-certificates", str(self.root_certificates)] if self.root_certificates else ["--insecure"]
+        if self.private_key:
+            argv += ["--auth-supernode-private-key", str(self.private_key)]
+        if self.node_config:
+            argv += ["--node-config", node_config_arg(self.node_config)]
+        if self.max_retries is not None:
+            argv += ["--max-retries", str(self.max_retries)]
+        return argv
+
+    def start(self) -> SuperNode:
+        """Start the process (it connects in the background: see :func:`wait_for_nodes`)."""
+        self.flwr_home.mkdir(parents=True, exist_ok=True)
+        self.process = start_process(self.name, self.argv, flower_env(self.flwr_home, self.extra_env),
+                                     self.workdir / f"{self.name}.log")
+        return self
+
+    def wait_exit(self, timeout: float) -> int:
+        """Exit code of a SuperNode expected to stop by itself (e.g. refused); fails after ``timeout``."""
+        assert self.process is not None, "start() first"
+        try:
+            return self.process.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise FlowerError(f"SuperNode {self.name} still running after {timeout:.0f}s\n"
+                              f"{self.process.log_tail()}") from None
+
+    def stop(self) -> None:
+        if self.process:
+            self.process.stop()
+
+    def __enter__(self) -> SuperNode:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def register_supernode(link: SuperLink, public_key: Path, name: str | None = None) -> str:
+    """``flwr supernode register``: allow the node holding this key's private half; returns its node id."""
+    data = flwr_json(link, "supernode", "register", str(public_key), *(["--name", name] if name else []))
+    return str(data["node-id"])
+
+
+def list_supernodes(link: SuperLink) -> list[dict[str, Any]]:
+    """``flwr supernode list``: registered nodes with ``node-id`` and ``status`` (registered/online/...)."""
+    return list(flwr_json(link, "supernode", "list").get("nodes") or [])
+
+
+def wait_for_nodes(link: SuperLink, node_ids: Sequence[str], nodes: Sequence[SuperNode] = (),
+                   timeout: float = 120) -> None:
+    """Poll until every node id is online; fail early (with its log) if one of ``nodes`` exits."""
+    wanted = set(node_ids)
+
+    def online() -> bool:
+        for node in nodes:
+            if node.process and node.process.popen.poll() is not None:
+                raise FlowerError(f"SuperNode {node.name} exited with code {node.process.popen.returncode}\n"
+                                  f"{node.process.log_tail()}")
+        up = {str(n["node-id"]) for n in list_supernodes(link) if n.get("status") == "online"}
+        return wanted <= up
+
+    wait_until(online, timeout, f"SuperNodes {sorted(wanted)} online")

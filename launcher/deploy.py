@@ -1,0 +1,201 @@
+"""Deploy the federation for real on this machine: TLS, authenticated SuperNodes, one per hospital.
+
+    python -m launcher.deploy [--rounds N] [--data-dir DIR] [--output-dir DIR] [HYDRA_OVERRIDE ...]
+
+Generates a CA, a server certificate (SANs localhost, 127.0.0.1, ::1) and one EC P-384 key pair per
+hospital (launcher.certs); starts ``flower-superlink`` with TLS and ``--enable-supernode-auth``;
+registers each hospital's public key (``flwr supernode register``); starts one ``flower-supernode``
+per hospital that trusts only the project CA, signs in with its own key and reads only its own
+file (``--node-config "data-path='...' hospital='...'"``); then ``flwr run . <connection>``,
+streams progress, checks the real status with ``flwr ls`` and stops every process, also on Ctrl-C
+or failure. All processes listen on loopback on free ports. Exit code 0 only for
+``finished:completed``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+from launcher.certs import CertBundle, CertError, write_bundle
+from launcher.flower import (
+    REPO_ROOT,
+    FlowerError,
+    SuperLink,
+    SuperNode,
+    TlsFiles,
+    register_supernode,
+    submit_run,
+    wait_for_nodes,
+    wait_for_run,
+)
+
+COMPLETED = "finished:completed"
+
+
+class Deployment:
+    """A TLS SuperLink with SuperNode authentication and one authenticated SuperNode per hospital.
+
+    ``data_files`` maps a hospital key to the one file its SuperNode may read. The ServerApp writes
+    its run folders under ``output_dir`` (passed as $FEDHEART_OUTPUT_DIR). Everything else
+    (certificates, Flower state, logs) lives under ``workdir``.
+    """
+
+    def __init__(self, workdir: Path, data_files: Mapping[str, Path], output_dir: Path,
+                 sans: Sequence[str] = ()) -> None:
+        if not data_files:
+            raise FlowerError("a deployment needs at least one hospital data file")
+        self.workdir = workdir
+        self.data_files = {k: Path(v).resolve() for k, v in data_files.items()}
+        self.output_dir = output_dir.resolve()
+        self.sans = list(sans)
+        self.certs: CertBundle | None = None
+        self.link: SuperLink | None = None
+        self.nodes: dict[str, SuperNode] = {}
+        self.node_ids: dict[str, str] = {}
+
+    def start(self, timeout: float = 180) -> Deployment:
+        """Certificates, SuperLink, key registration, SuperNodes; returns once every node is online."""
+        try:
+            self.certs = write_bundle(self.workdir / "certs", self.sans, list(self.data_files))
+            tls = TlsFiles(self.certs.ca_cert, self.certs.server_cert, self.certs.server_key)
+            self.link = SuperLink(self.workdir / "superlink", simulation=False, tls=tls, supernode_auth=True,
+                                  extra_env={"FEDHEART_OUTPUT_DIR": str(self.output_dir)})
+            self.link.start(timeout)
+            for name, path in self.data_files.items():
+                keys = self.certs.nodes[name]
+                self.node_ids[name] = register_supernode(self.link, keys.public_key, name=name)
+                self.nodes[name] = SuperNode(
+                    self.workdir / "supernodes" / name, self.link.address,
+                    {"data-path": str(path), "hospital": name}, root_certificates=self.certs.ca_cert,
+                    private_key=keys.private_key, name=name).start()
+            wait_for_nodes(self.link, list(self.node_ids.values()), list(self.nodes.values()), timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def run(self, overrides: Sequence[str] = (), stream: bool = True, echo: IO[str] | None = sys.stdout,
+            timeout: float = 3600) -> tuple[str, dict[str, Any]]:
+        """``flwr run`` the app on this federation; returns the run id and its ``flwr ls`` record."""
+        if self.link is None:
+            raise FlowerError("start() the deployment first")
+        run_id = submit_run(self.link, overrides=overrides, stream=stream, echo=echo, timeout=timeout)
+        return run_id, wait_for_run(self.link, run_id, timeout=timeout)
+
+    def run_dir(self, run_id: str, run_name: str | None = None) -> Path:
+        """The run's output folder: ``output_dir/<run_name>``, by default the one named ``*-run<id>``."""
+        if run_name:
+            return self.output_dir / run_name
+        found = sorted(self.output_dir.glob(f"*-run{run_id}"))
+        return found[-1] if found else self.output_dir / f"<no folder for run {run_id}>"
+
+    def stop(self) -> None:
+        """Stop the SuperNodes, then the SuperLink (each ends its own SuperExec and app processes)."""
+        for node in self.nodes.values():
+            node.stop()
+        if self.link:
+            self.link.stop()
+
+    def logs(self) -> list[Path]:
+        paths = [n.process.log_path for n in self.nodes.values() if n.process]
+        if self.link and self.link.process:
+            paths.insert(0, self.link.process.log_path)
+        return paths
+
+    def __enter__(self) -> Deployment:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def hospital_files(overrides: Sequence[str], data_dir: Path | None = None) -> tuple[dict[str, Path], Any]:
+    """The configured hospitals' files: in ``data_dir`` if given, else found by fedheart.sources
+    ($FEDHEART_DATA_DIR, data.root, or a verified download). Also returns the configuration."""
+    from fedheart.config import load_config
+    from fedheart.schema import hospital
+    from fedheart.sources import DataNotFoundError, hospital_file
+
+    cfg = load_config(list(overrides))
+    if cfg.min_hospitals > len(cfg.data.hospitals):
+        raise FlowerError(f"min_hospitals={cfg.min_hospitals} but data.hospitals lists only "
+                          f"{len(cfg.data.hospitals)}: the run would wait forever; add min_hospitals="
+                          f"{len(cfg.data.hospitals)}")
+    if data_dir is None:
+        return {key: hospital_file(hospital(key), cfg.data.root, allow_download=cfg.data.download)
+                for key in cfg.data.hospitals}, cfg
+    files = {key: data_dir / hospital(key).filename for key in cfg.data.hospitals}
+    missing = [p.name for p in files.values() if not p.is_file()]
+    if missing:
+        raise DataNotFoundError(f"--data-dir {data_dir} lacks {', '.join(missing)}")
+    return files, cfg
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. strategy=fedprox train.lr=0.02")
+    parser.add_argument("--rounds", type=int, help="federated rounds (same as the override rounds=N)")
+    parser.add_argument("--data-dir", type=Path,
+                        help="folder holding the UCI processed.*.data files (default: $FEDHEART_DATA_DIR, "
+                             "data.root, else a verified download)")
+    parser.add_argument("--output-dir", type=Path,
+                        help="where the run folder goes (default: $FEDHEART_OUTPUT_DIR, else output.root)")
+    parser.add_argument("--workdir", type=Path, default=REPO_ROOT / ".fedheart" / "deploy",
+                        help="certificates, Flower state and process logs (a timestamped subfolder)")
+    parser.add_argument("--san", action="append", default=[], metavar="HOST",
+                        help="extra name/address for the server certificate (repeatable)")
+    args = parser.parse_args(argv)
+    overrides = list(args.overrides) + ([f"rounds={args.rounds}"] if args.rounds is not None else [])
+    try:
+        from fedheart.config import ConfigError
+        from fedheart.runs import output_root
+        from fedheart.sources import DataNotFoundError
+
+        files, cfg = hospital_files(overrides, args.data_dir.expanduser().resolve() if args.data_dir else None)
+        output_dir = args.output_dir.expanduser().resolve() if args.output_dir else output_root(cfg.output.root)
+    except (ConfigError, DataNotFoundError, FlowerError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    workdir = args.workdir / time.strftime("%Y%m%d-%H%M%S")
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the processes too, like Ctrl-C
+    deployment = Deployment(workdir, files, output_dir, args.san)
+    try:
+        print(f"Starting a TLS SuperLink and {len(files)} authenticated SuperNodes (state and logs: {workdir})")
+        for name, path in files.items():
+            print(f"  {name}: {path}")
+        deployment.start()
+        assert deployment.link is not None
+        print(f"SuperLink {deployment.link.address} with SuperNodes {', '.join(deployment.node_ids)} online")
+        run_id, record = deployment.run(overrides)
+    except (FlowerError, CertError) as exc:
+        print(f"error: {exc}\nlogs: {', '.join(map(str, deployment.logs()))}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted: SuperLink and SuperNodes stopped", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not leave processes behind
+        deployment.stop()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    status = record.get("status")
+    print(f"\nRun {run_id}: {status} in {float(record.get('elapsed') or 0):.0f}s")
+    print(f"Results: {deployment.run_dir(run_id, cfg.output.run_name)}")
+    print(f"Logs:    {workdir}")
+    if status != COMPLETED:
+        print(f"error: the run did not complete: {record.get('status-details')}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
