@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
+import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
@@ -22,6 +24,10 @@ from fedheart.schema import hospital
 from fedheart.sources import hospital_file, partition_file
 from fedheart.stats import GlobalStats
 from fedheart.tracking import track_hospital
+
+if "OMP_NUM_THREADS" not in os.environ:  # Ray sets it to 1 in simulation; a SuperNode's ClientApp does not
+    # Tiny models: with 2 intra-op threads on 2 shared cores one SGD step took ~15x longer (bench/results/perf).
+    torch.set_num_threads(1)
 
 app = ClientApp()
 
