@@ -2,31 +2,36 @@
 
     python -m bench.secagg_cost [--clients 4 16] [--rounds 3] [--out bench/results/secagg/]
 
-For each federation size it runs ``aggregation=plain`` and ``aggregation=secagg`` back to back on
-one simulation SuperLink and records wall time (submit to finish), the mean round time (train +
-evaluate, from metrics.jsonl), the SuperLink's compute time and network traffic (``flwr ls``).
-Bytes per client per round = run traffic / (clients x rounds): every message of the run, so the
-difference between the two modes is what SecAgg+'s four stages add. 16 clients list each UCI
-file four times (``data.hospitals``); the ClientApp names repeated files apart.
+For each federation size it runs ``aggregation=plain`` and ``aggregation=secagg`` back to back:
+
+- on one simulation SuperLink (Ray, 1 CPU per client): wall time from submit to finish and the
+  mean round time (train + evaluate, from metrics.jsonl);
+- in this process, on a LoopbackGrid (launcher/loopback.py: the same ClientApp, strategies and
+  Flower serialisation, no SuperLink): run time, and the serialised bytes of the training messages
+  per client per round, both ways (``flwr ls`` reports no network traffic for simulation runs).
+
+16 clients list each UCI file four times (``data.hospitals``); the ClientApp names repeats apart.
 Writes ``secagg_cost.json`` and ``secagg_cost.md`` to ``--out``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from fedheart.runs import RunDir, write_json, write_text
+from fedheart.config import load_config
+from fedheart.runs import ENV_OUTPUT_DIR, RunDir, write_json, write_text
 from fedheart.schema import HOSPITALS
+from fedheart.sources import ENV_DATA_DIR
 from launcher.flower import REPO_ROOT, SuperLink, submit_run, wait_for_run
 
 DEFAULT_OUT = REPO_ROOT / "bench" / "results" / "secagg"
@@ -34,71 +39,103 @@ DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "uci-heart-disease"
 MODES = ("plain", "secagg")
 
 
-def _hospitals(clients: int) -> list[str]:
+def overrides(mode: str, clients: int, rounds: int, name: str) -> list[str]:
     keys = [h.key for h in HOSPITALS]
-    return [keys[i % len(keys)] for i in range(clients)]
+    hospitals = ",".join(keys[i % len(keys)] for i in range(clients))
+    return [f"aggregation={mode}", f"rounds={rounds}", f"min_hospitals={clients}", f"data.hospitals=[{hospitals}]",
+            "baselines=false", f"output.run_name={name}"]
 
 
-def run_once(link: SuperLink, outputs: Path, mode: str, clients: int, rounds: int) -> dict[str, Any]:
-    """One simulation; its timings and traffic."""
-    name = f"{mode}-{clients}"
-    overrides = [f"aggregation={mode}", f"rounds={rounds}", f"min_hospitals={clients}",
-                 f"data.hospitals=[{','.join(_hospitals(clients))}]", "baselines=false", f"output.run_name={name}"]
+def simulated(link: SuperLink, outputs: Path, mode: str, clients: int, rounds: int) -> dict[str, Any]:
+    """One Flower simulation: wall time and mean round time."""
+    name = f"sim-{mode}-{clients}"
     started = time.perf_counter()
-    run_id = submit_run(link, overrides=overrides, stream=False, echo=None,
+    run_id = submit_run(link, overrides=overrides(mode, clients, rounds, name), stream=False, echo=None,
                         federation={"num-supernodes": clients, "client-resources-num-cpus": 1})
     record = wait_for_run(link, run_id, timeout=1800)
     wall = time.perf_counter() - started
     if record.get("status") != "finished:completed":
         raise RuntimeError(f"{name}: run {run_id} ended {record.get('status')}: {record.get('status-details')}")
     rows = RunDir(outputs / name).read_metrics()
-    round_s = [r["seconds"] for r in rows if r["phase"] == "federation"]
-    secagg_s = [r["seconds"] for r in rows if r["phase"] == "secagg"]
-    traffic = record.get("network-traffic", {})
-    total = int(traffic.get("total-bytes", 0))
-    return {
-        "mode": mode, "clients": clients, "rounds": rounds, "run_id": run_id, "wall_s": wall,
-        "elapsed_s": record.get("elapsed"), "round_s_mean": float(np.mean(round_s)),
-        "secagg_stages_s_mean": float(np.mean(secagg_s)) if secagg_s else None,
-        "compute_s": record.get("compute-time", {}).get("total-seconds"),
-        "traffic_bytes": total, "bytes_per_client_round": total / (clients * rounds),
-    }
+    return {"sim_wall_s": wall,
+            "sim_round_s": float(np.mean([r["seconds"] for r in rows if r["phase"] == "federation"]))}
+
+
+@contextmanager
+def _env(values: dict[str, str]) -> Iterator[None]:
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def in_process(mode: str, clients: int, rounds: int) -> dict[str, Any]:
+    """The same run on a LoopbackGrid: run time and serialised train-message bytes per client per round."""
+    import client_app.app as client
+    from launcher.loopback import LoopbackGrid
+    from server_app.federation import Federation
+    from server_app.secagg import SecAggFederation
+    from server_app.strategies import build_strategy
+
+    cfg = load_config(overrides(mode, clients, rounds, f"loop-{mode}-{clients}"))
+    grid = LoopbackGrid(client.app, [{"partition-id": i, "num-partitions": clients} for i in range(clients)])
+    kind = SecAggFederation if mode == "secagg" else Federation
+    started = time.perf_counter()
+    kind(cfg, grid, build_strategy(cfg), run_id=1).run()
+    seconds = time.perf_counter() - started
+    per = clients * rounds
+    down = sum(v for (_, kind_), v in grid.bytes_sent.items() if kind_ == "train") / per
+    up = sum(v for (_, kind_), v in grid.bytes_received.items() if kind_ == "train") / per
+    return {"loop_run_s": seconds, "train_bytes_to_client": down, "train_bytes_from_client": up,
+            "train_bytes_per_client_round": down + up}
 
 
 def measure(clients: Sequence[int] = (4, 16), rounds: int = 3, data_dir: Path = DEFAULT_DATA) -> dict[str, Any]:
-    """Plain and SecAgg+ runs for each size on one SuperLink; ratios SecAgg+/plain."""
+    """Plain and SecAgg+ for each size, simulated and in process; ratios SecAgg+ / plain."""
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="secagg-bench-") as tmp:
         work, outputs = Path(tmp), Path(tmp) / "outputs"
-        env = {"FEDHEART_DATA_DIR": str(data_dir), "FEDHEART_OUTPUT_DIR": str(outputs)}
-        with SuperLink(work, extra_env=env) as link:
+        env = {ENV_DATA_DIR: str(data_dir), ENV_OUTPUT_DIR: str(outputs)}
+        with _env(env), SuperLink(work, extra_env=env) as link:
             for n in clients:
                 for mode in MODES:
-                    results.append(run_once(link, outputs, mode, n, rounds))
-                    print(json.dumps(results[-1]), flush=True)
+                    row = {"mode": mode, "clients": n, "rounds": rounds,
+                           **simulated(link, outputs, mode, n, rounds), **in_process(mode, n, rounds)}
+                    results.append(row)
+                    print(row, flush=True)
+    keys = ("sim_wall_s", "sim_round_s", "loop_run_s", "train_bytes_per_client_round")
     ratios = {}
     for n in clients:
         plain, secure = (next(r for r in results if r["clients"] == n and r["mode"] == m) for m in MODES)
-        ratios[str(n)] = {k: secure[k] / plain[k] for k in ("wall_s", "round_s_mean", "bytes_per_client_round")
-                          if plain[k]}
-    return {"results": results, "secagg_over_plain": ratios, "machine": f"{platform.machine()}, "
-            f"{os.cpu_count()} CPUs, {platform.python_version()}", "date": time.strftime("%Y-%m-%d %H:%M")}
+        ratios[str(n)] = {k: secure[k] / plain[k] for k in keys}
+    return {"results": results, "secagg_over_plain": ratios, "date": time.strftime("%Y-%m-%d %H:%M"),
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs (shared), Python {platform.python_version()}"}
 
 
 def to_markdown(report: dict[str, Any]) -> str:
     lines = ["# SecAgg+ cost against plain FedAvg", "",
-             f"{report['machine']}, {report['date']}; Flower simulation, 1 CPU per client, logistic regression. "
-             "Bytes: all messages of the run (statistics, train, evaluate, baselines) / (clients x rounds).", "",
-             "| clients | mode | wall s | round s (train+eval) | SecAgg+ stages s | bytes / client / round |",
-             "|---|---|---|---|---|---|"]
+             f"{report['machine']}, {report['date']}. Logistic regression (36 values), 100 local steps, "
+             f"{report['results'][0]['rounds']} rounds, baselines off. *sim*: Flower simulation (Ray, 1 CPU per "
+             "client), wall time from submit to finish and mean round time (train + evaluate). *in process*: "
+             "the same run on launcher.loopback (no Ray), and the serialised bytes of the training messages "
+             "per client per round (to + from the client).", "",
+             "| clients | mode | sim wall s | sim round s | in-process run s | train bytes to client | "
+             "train bytes from client |", "|---|---|---|---|---|---|---|"]
     for r in report["results"]:
-        stages = f"{r['secagg_stages_s_mean']:.2f}" if r["secagg_stages_s_mean"] is not None else "-"
-        lines.append(f"| {r['clients']} | {r['mode']} | {r['wall_s']:.1f} | {r['round_s_mean']:.2f} | {stages} | "
-                     f"{r['bytes_per_client_round']:,.0f} |")
-    lines += ["", "| clients | wall time x | round time x | bytes x |", "|---|---|---|---|"]
+        lines.append(f"| {r['clients']} | {r['mode']} | {r['sim_wall_s']:.1f} | {r['sim_round_s']:.2f} | "
+                     f"{r['loop_run_s']:.1f} | {r['train_bytes_to_client']:,.0f} | "
+                     f"{r['train_bytes_from_client']:,.0f} |")
+    lines += ["", "SecAgg+ / plain:", "", "| clients | sim wall | sim round | in-process run | train bytes |",
+              "|---|---|---|---|---|"]
     for n, q in report["secagg_over_plain"].items():
-        lines.append(f"| {n} | {q.get('wall_s', float('nan')):.2f} | {q.get('round_s_mean', float('nan')):.2f} | "
-                     f"{q.get('bytes_per_client_round', float('nan')):.2f} |")
+        lines.append(f"| {n} | {q['sim_wall_s']:.2f}x | {q['sim_round_s']:.2f}x | {q['loop_run_s']:.2f}x | "
+                     f"{q['train_bytes_per_client_round']:.1f}x |")
     return "\n".join(lines) + "\n"
 
 
@@ -106,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", type=int, nargs="+", default=[4, 16])
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--data", type=Path, default=Path(os.environ.get("FEDHEART_DATA_DIR") or DEFAULT_DATA))
+    parser.add_argument("--data", type=Path, default=Path(os.environ.get(ENV_DATA_DIR) or DEFAULT_DATA))
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
     report = measure(args.clients, args.rounds, args.data)

@@ -49,28 +49,28 @@ class UpdateSettings:
                    float(config[CLIPPING_RANGE]), float(config[MAX_WEIGHT]))
 
 
-def check_capacity(agg: AggregationConfig, weights: Mapping[str, float]) -> None:
-    """Raise ConfigError if these hospitals' weights (e.g. training rows) would overflow SecAgg+.
+def check_capacity(agg: AggregationConfig, hospitals: Sequence[str],
+                   weights: Mapping[str, float] | None = None) -> None:
+    """Raise ConfigError if SecAgg+ over these hospitals would overflow.
 
-    An update is scaled by ``weight / max_weight``: a ratio above 1 can push weights past the
-    clipping range, so every weight must be <= ``max_weight``. The masked sum of ``n`` quantised
-    vectors (each value in ``[0, quantization_range]``) and of the quantised ratios must stay
-    below the modulus ``2**32``.
+    ``weights``: each hospital's weight in the average (e.g. training rows), when known before
+    round 1. An update is scaled by ``weight / max_weight``: a ratio above 1 can push values past
+    the clipping range, so every weight must be <= ``max_weight`` (unknown weights are checked by
+    each hospital instead). The masked sum of ``n`` quantised vectors (each value in
+    ``[0, quantization_range]``) and of the quantised ratios must stay below the modulus ``2**32``.
     """
-    if len(weights) < 2:
+    n = len(hospitals)
+    if n < 2:
         raise ConfigError(f"invalid value for 'min_hospitals': secure aggregation needs at least 2 hospitals, "
-                          f"{len(weights)} reported")
-    over = {name: w for name, w in weights.items() if w > agg.max_weight}
+                          f"{n} reported")
+    over = {name: w for name, w in (weights or {}).items() if w > agg.max_weight}
     if over:
-        worst = max(over.values())
         raise ConfigError(
             f"invalid value for 'aggregation.max_weight': {agg.max_weight:g} is below the weight (training "
-            f"examples) of {', '.join(f'{n} ({w:g})' for n, w in sorted(over.items()))}; SecAgg+ scales an "
+            f"examples) of {', '.join(f'{h} ({w:g})' for h, w in sorted(over.items()))}; SecAgg+ scales an "
             f"update by num_examples/max_weight, which must not exceed 1 (overflow); set aggregation.max_weight "
-            f">= {worst:g}")
-    n = len(weights)
-    ratios = sum(weights.values()) / agg.max_weight
-    if max(n, ratios) * agg.quantization_range + n >= SECAGG_MODULUS:
+            f">= {max(over.values()):g}")
+    if n * agg.quantization_range + n >= SECAGG_MODULUS:  # each ratio <= 1, so the ratios sum to <= n too
         raise ConfigError(
             f"invalid value for 'aggregation.quantization_range': {agg.quantization_range} levels x {n} hospitals "
             f"overflow the SecAgg+ modulus 2**32; use at most {(SECAGG_MODULUS - n - 1) // n}")

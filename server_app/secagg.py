@@ -201,11 +201,13 @@ class SecAggFederation(Federation):
     def collect_statistics(self) -> None:
         """Statistics as usual, then the SecAgg+ capacity check on the hospitals' training rows."""
         super().collect_statistics()
+        a = self.cfg.aggregation
         rows = {h.name: float(h.train_rows) for h in self.hospitals.values()}
-        check_capacity(self.cfg.aggregation, rows)
-        log.info("SecAgg+ on: %d hospitals, %d shares, threshold %d; quantisation error <= %.2g per weight",
-                 len(rows), self.cfg.aggregation.num_shares, self.cfg.aggregation.reconstruction_threshold,
-                 quantization_tolerance(self.cfg.aggregation, list(rows.values())))
+        by_rows = _weight_key(self.strategy) == "num-examples"  # else (e.g. equal DP weights) hospitals check
+        check_capacity(a, list(rows), rows if by_rows else None)
+        bound = f"; quantisation error <= {quantization_tolerance(a, list(rows.values())):.2g}" if by_rows else ""
+        log.info("SecAgg+ on: %d hospitals, %d shares, threshold %d%s", len(rows), a.num_shares,
+                 a.reconstruction_threshold, bound)
 
     def _train(self, server_round: int, arrays: Any, config: ConfigRecord) -> tuple[Any, list[dict]]:
         if self.halted is None:  # counts rounds that halted before a resume, too

@@ -48,26 +48,26 @@ TRAIN_ROWS = {"cleveland": 199.0, "hungarian": 205.0, "switzerland": 107.0, "va"
 
 
 def test_capacity_accepts_the_four_hospitals_with_defaults() -> None:
-    check_capacity(AggregationConfig(mode="secagg"), TRAIN_ROWS)
+    check_capacity(AggregationConfig(mode="secagg"), list(TRAIN_ROWS), TRAIN_ROWS)
 
 
 def test_capacity_rejects_a_hospital_heavier_than_max_weight() -> None:
     with pytest.raises(ConfigError, match=r"'aggregation.max_weight'.*hungarian \(205\).*>= 205") as err:
-        check_capacity(AggregationConfig(mode="secagg", max_weight=200.0), TRAIN_ROWS)
+        check_capacity(AggregationConfig(mode="secagg", max_weight=200.0), list(TRAIN_ROWS), TRAIN_ROWS)
     assert "cleveland" not in str(err.value)
 
 
 def test_capacity_rejects_a_masked_sum_that_overflows_the_modulus() -> None:
     agg = AggregationConfig(mode="secagg", quantization_range=2**22)
-    many = {f"h{i}": 10.0 for i in range(SECAGG_MODULUS // 2**22)}  # 1024 hospitals x 2**22 levels
+    many = [f"h{i}" for i in range(SECAGG_MODULUS // 2**22)]  # 1024 hospitals x 2**22 levels
     with pytest.raises(ConfigError, match=r"'aggregation.quantization_range'.*1024 hospitals"):
         check_capacity(agg, many)
-    check_capacity(agg, dict(list(many.items())[:1000]))
+    check_capacity(agg, many[:1000])
 
 
 def test_capacity_needs_two_hospitals() -> None:
     with pytest.raises(ConfigError, match="'min_hospitals'"):
-        check_capacity(AggregationConfig(mode="secagg"), {"va": 155.0})
+        check_capacity(AggregationConfig(mode="secagg"), ["va"], {"va": 155.0})
 
 
 def secure_average(agg: AggregationConfig, updates: list[np.ndarray], weights: list[float]) -> np.ndarray:
