@@ -9,6 +9,7 @@ import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from client_app.privacy import central_dp_mod, load_ledger, save_ledger
 from client_app.secagg import secaggplus_train_mod
 from fedheart.hospital import (
     HospitalData,
@@ -19,7 +20,7 @@ from fedheart.hospital import (
     train_round,
 )
 from fedheart.preprocess import Preprocessor
-from fedheart.protocol import parse_model, parse_train
+from fedheart.protocol import parse_model, parse_privacy, parse_train
 from fedheart.schema import hospital
 from fedheart.sources import hospital_file, partition_file
 from fedheart.stats import GlobalStats
@@ -79,25 +80,34 @@ def statistics(msg: Message, context: Context) -> Message:
     """Sufficient statistics of the training rows (counts, sums, sums of squares, category counts)."""
     config = dict(msg.content["config"])
     data = _hospital(context, config)
-    content = RecordDict({"stats": MetricRecord(data.statistics()),
+    dp = parse_privacy(config)  # DP-SGD: a Gaussian release, recorded in the hospital's ledger
+    ledger = load_ledger(context) if dp else None
+    stats = data.statistics(dp, ledger)
+    if ledger is not None:
+        save_ledger(context, ledger)
+    content = RecordDict({"stats": MetricRecord(stats),
                           "info": ConfigRecord({"hospital": data.name})})
     return Message(content, reply_to=msg)
 
 
-@app.train(mods=[secaggplus_train_mod])  # SecAgg+ (aggregation=secagg); must stay the first mod
+@app.train(mods=[secaggplus_train_mod, central_dp_mod])  # SecAgg+ (aggregation=secagg) must stay the first mod
 def train(msg: Message, context: Context) -> Message:
-    """One round of local training from the global model."""
+    """One round of local training from the global model (DP-SGD when privacy.mode is dp-sgd)."""
     data, pre, config = _setup(msg, context)
+    dp = parse_privacy(config)
+    ledger = load_ledger(context) if dp else None  # cumulative privacy accounting across rounds
     weights, metrics = train_round(data, pre, _weights(msg), parse_model(config), parse_train(config),
                                    seed=int(config["seed"]),
-                                   server_round=int(config["server-round"]))
+                                   server_round=int(config["server-round"]), dp=dp, ledger=ledger)
+    if ledger is not None:
+        save_ledger(context, ledger)
     _track(context, config, data, "train", metrics)
     arrays = ArrayRecord({k: Array(v) for k, v in weights.items()})
     content = RecordDict({"arrays": arrays, "metrics": MetricRecord(metrics)})
     return Message(content, reply_to=msg)
 
 
-@app.evaluate()
+@app.evaluate(mods=[central_dp_mod])
 def evaluate(msg: Message, context: Context) -> Message:
     """Loss, ROC AUC, accuracy and score histograms of the global model on the test rows."""
     data, pre, config = _setup(msg, context)
@@ -109,6 +119,8 @@ def evaluate(msg: Message, context: Context) -> Message:
 @app.query("baseline")
 def baseline(msg: Message, context: Context) -> Message:
     """Majority-class and local-only baselines on this hospital's own data."""
+    if parse_privacy(dict(msg.content["config"])) is not None:  # DP-SGD: they would release training rows
+        return Message(RecordDict({"metrics": MetricRecord({})}), reply_to=msg)  # outside the budget
     data, pre, config = _setup(msg, context)
     metrics = majority_baseline(data)
     if config.get("baseline.local-only", True):

@@ -65,7 +65,21 @@ class TrainSection:
 
 @dataclass
 class PrivacyConfig:
+    """Differential privacy (see docs/privacy.md): ``none``; ``dp-sgd`` (record-level, per hospital,
+    Opacus); ``central-fixed`` / ``central-adaptive`` (hospital-level, Flower's strategy wrappers)."""
+
     mode: str = "none"
+    epsilon: float | None = None  # dp-sgd: each hospital's budget for the run; central-fixed: the server's
+    delta: float | None = None  # null: 0.1 / smallest hospital's training rows (dp-sgd), 0.1 / min_hospitals
+    noise_multiplier: float | None = None  # dp-sgd: null = calibrate to spend epsilon over the run
+    max_grad_norm: float = 1.0  # dp-sgd: per-sample gradient clipping norm
+    stats_noise_multiplier: float = 20.0  # dp-sgd: noise of the preprocessing statistics / their sensitivity
+    noise_seed: int | None = None  # reproducible noise for experiments only; null = fresh OS randomness
+    clipping: str = "server"  # central: where hospital updates are clipped (server | client)
+    clipping_norm: float = 1.0  # central-fixed: the norm; central-adaptive: the initial norm
+    target_clipped_quantile: float = 0.5  # central-adaptive
+    clip_norm_lr: float = 0.2  # central-adaptive
+    clipped_count_stddev: float | None = None  # central-adaptive; null: Flower's default (hospitals / 20)
 
 
 @dataclass
@@ -181,6 +195,7 @@ def check_config(cfg: AppConfig) -> None:
     _require(t.weight_decay >= 0, "train.weight_decay", f"must be >= 0, got {t.weight_decay}")
     _check_tracking(cfg.tracking)
     check_aggregation(cfg)
+    check_privacy(cfg)
 
 
 def _check_tracking(tr: TrackingConfig) -> None:
@@ -222,6 +237,59 @@ def check_aggregation(cfg: AppConfig) -> None:
     _require(a.timeout is None or a.timeout > 0, "aggregation.timeout", f"must be > 0 or null, got {a.timeout}")
     _require(0 <= a.max_failed_rounds < cfg.rounds, "aggregation.max_failed_rounds",
              f"must be >= 0 and less than rounds ({cfg.rounds}), got {a.max_failed_rounds}")
+
+
+PRIVACY_MODES = ("none", "dp-sgd", "central-fixed", "central-adaptive")
+CENTRAL_MODES = ("central-fixed", "central-adaptive")
+
+
+def check_privacy(cfg: AppConfig) -> None:
+    """Privacy settings that are wrong or would make the reported epsilon untrue."""
+    p = cfg.privacy
+    _require(p.mode in PRIVACY_MODES, "privacy.mode", f"must be one of {', '.join(PRIVACY_MODES)}, got {p.mode!r}")
+    if p.mode == "none":
+        return
+    _require(cfg.resume is None, "resume", f"a run with privacy.mode={p.mode} cannot be resumed: the privacy "
+             "accountants live in the run's node and server state and would restart at zero")
+    _require(cfg.aggregation.mode == "plain", "aggregation.mode",
+             f"privacy.mode={p.mode} is not supported with secure aggregation yet; use aggregation=plain")
+    _require(p.epsilon is None or p.epsilon > 0, "privacy.epsilon", f"must be > 0 or null, got {p.epsilon}")
+    _require(p.delta is None or 0 < p.delta < 1, "privacy.delta", f"must be in (0, 1) or null, got {p.delta}")
+    _require(p.noise_multiplier is None or p.noise_multiplier > 0, "privacy.noise_multiplier",
+             f"must be > 0 or null, got {p.noise_multiplier}")
+    _require(p.noise_seed is None or p.noise_seed >= 0, "privacy.noise_seed",
+             f"must be >= 0 or null, got {p.noise_seed}")
+    if p.mode == "dp-sgd":
+        _require(p.noise_multiplier is not None or p.epsilon is not None, "privacy.epsilon",
+                 "privacy=dp-sgd needs privacy.epsilon (a budget for the whole run) or privacy.noise_multiplier")
+        _require(p.max_grad_norm > 0, "privacy.max_grad_norm", f"must be > 0, got {p.max_grad_norm}")
+        _require(p.stats_noise_multiplier > 0, "privacy.stats_noise_multiplier",
+                 f"must be > 0, got {p.stats_noise_multiplier}")
+        _require(cfg.data.pipeline == "project", "data.pipeline",
+                 "privacy=dp-sgd needs the project pipeline: the flamby pipeline standardises with each "
+                 "hospital's own training mean and std, which DP-SGD does not protect")
+        _require(cfg.strategy.name != "fedprox", "strategy.name",
+                 "privacy=dp-sgd cannot use fedprox: Opacus noises per-sample gradients of the loss only, "
+                 "so FedProx's proximal term would be silently dropped")
+        return
+    _require(p.noise_multiplier is not None, "privacy.noise_multiplier", f"privacy={p.mode} needs a noise multiplier")
+    _require(p.clipping in ("server", "client"), "privacy.clipping", f"must be server or client, got {p.clipping!r}")
+    _require(p.clipping_norm > 0, "privacy.clipping_norm", f"must be > 0, got {p.clipping_norm}")
+    fraction = float(cfg.strategy.params.get("fraction_train", 1.0))
+    _require(fraction == 1.0, "strategy.params.fraction_train",
+             f"central DP noise is calibrated for min_hospitals hospitals in every round; use 1.0, got {fraction}")
+    if p.mode == "central-fixed":
+        _require(cfg.strategy.name in ("fedavg", "fedprox"), "strategy.name",
+                 "privacy=central-fixed accounts epsilon with Flower's RdpAccountant, which needs FedAvg's "
+                 f"aggregation (fedavg or fedprox), got {cfg.strategy.name!r}")
+        return
+    _require(p.epsilon is None, "privacy.epsilon", "privacy=central-adaptive has no accountant in Flower 1.42, so "
+             "no epsilon can be reported or enforced; leave privacy.epsilon null")
+    _require(0 <= p.target_clipped_quantile <= 1, "privacy.target_clipped_quantile",
+             f"must be in [0, 1], got {p.target_clipped_quantile}")
+    _require(p.clip_norm_lr > 0, "privacy.clip_norm_lr", f"must be > 0, got {p.clip_norm_lr}")
+    _require(p.clipped_count_stddev is None or p.clipped_count_stddev >= 0, "privacy.clipped_count_stddev",
+             f"must be >= 0 or null, got {p.clipped_count_stddev}")
 
 
 def train_config(cfg: AppConfig, proximal_mu: float = 0.0) -> TrainConfig:

@@ -8,14 +8,20 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from fedheart.config import AppConfig, train_config
+from fedheart.config import CENTRAL_MODES, AppConfig, train_config
 from fedheart.hospital import ModelSpec
 from fedheart.tracking import tracking_settings
 from fedheart.training import TrainConfig
 
+if TYPE_CHECKING:  # Opacus only when DP-SGD is on (see parse_privacy)
+    from fedheart.privacy.dpsgd import DPSettings
+
 Scalar = int | float | str | bool
+# Central DP: the reply metric every hospital sets to 1 so that FedAvg weighs hospitals equally
+# (the noise sigma = z * C / hospitals and Flower's accountant assume it).
+EQUAL_WEIGHT = "dp-weight"
 
 
 def task_settings(cfg: AppConfig, preprocessing: str = "", experiment: str = "") -> dict[str, Scalar]:
@@ -37,7 +43,40 @@ def task_settings(cfg: AppConfig, preprocessing: str = "", experiment: str = "")
                                              cfg.model.dropout))),
         "preprocessing": preprocessing,
         **(tracking_settings(cfg, experiment) if experiment else {}),
+        **privacy_settings(cfg),
     }
+
+
+def privacy_settings(cfg: AppConfig, delta: float | None = None) -> dict[str, Scalar]:
+    """The privacy mode and what a hospital needs for it; ``delta`` once the server knows the row counts."""
+    p = cfg.privacy
+    out: dict[str, Scalar] = {"privacy.mode": p.mode}
+    if p.mode == "dp-sgd":
+        out |= {"privacy.noise-multiplier": p.noise_multiplier or 0.0,  # 0: calibrate to the budget
+                "privacy.epsilon": p.epsilon or 0.0,  # 0: no budget
+                "privacy.max-grad-norm": p.max_grad_norm, "privacy.rounds": cfg.rounds,
+                "privacy.stats-noise-multiplier": p.stats_noise_multiplier,
+                "privacy.noise-seed": -1 if p.noise_seed is None else p.noise_seed}
+        if delta is not None:
+            out["privacy.delta"] = delta
+    elif p.mode in CENTRAL_MODES:
+        out["privacy.clipping"] = p.clipping
+    return out
+
+
+def parse_privacy(config: dict[str, Any]) -> DPSettings | None:
+    """DP-SGD settings from a received config; None unless ``privacy.mode`` is ``dp-sgd``."""
+    if str(config.get("privacy.mode", "none")) != "dp-sgd":
+        return None
+    from fedheart.privacy.dpsgd import DPSettings
+
+    noise, budget, seed = (float(config["privacy.noise-multiplier"]), float(config["privacy.epsilon"]),
+                           int(config["privacy.noise-seed"]))
+    delta = float(config["privacy.delta"]) if "privacy.delta" in config else None
+    return DPSettings(noise_multiplier=noise or None, epsilon=budget or None, delta=delta,
+                      max_grad_norm=float(config["privacy.max-grad-norm"]), rounds=int(config["privacy.rounds"]),
+                      stats_noise_multiplier=float(config["privacy.stats-noise-multiplier"]),
+                      noise_seed=None if seed < 0 else seed)
 
 
 def train_settings(cfg: AppConfig) -> dict[str, Scalar]:

@@ -70,6 +70,23 @@ def combine(parts: Iterable[Mapping[str, float]]) -> dict[str, float]:
     return total
 
 
+# A noisy estimate is used only if its standard error (in units of the field's range) is below these.
+MAX_MEAN_ERROR = 0.05  # mean: 5 % of the range
+MAX_VAR_RELATIVE_ERROR = 0.5  # variance: half of the estimate
+
+
+def _denoised(col: str, count: float, mean: float, var: float, noise_std: float) -> tuple[float, float]:
+    """(mean, variance) of a field from noisy sums, or the schema's public defaults where too noisy."""
+    low, high = float(FIELDS[col].low), float(FIELDS[col].high)
+    width = high - low
+    error = noise_std / count if count >= 1 else math.inf  # standard error of a mean of [0, 1] values
+    mean_u = (mean - low) / width
+    var_u = var / width**2
+    mean_u = min(max(mean_u, 0.0), 1.0) if error <= MAX_MEAN_ERROR else 0.5
+    var_u = min(max(var_u, 1 / 40**2), 1 / 4) if 0 < error <= MAX_VAR_RELATIVE_ERROR * var_u else 1 / 16
+    return low + width * mean_u, var_u * width**2
+
+
 @dataclass(frozen=True)
 class GlobalStats:
     """What every hospital needs to preprocess identically: derived from summed statistics."""
@@ -81,13 +98,23 @@ class GlobalStats:
     categories: dict[str, list[int]]
 
     @classmethod
-    def from_totals(cls, totals: Mapping[str, float]) -> GlobalStats:
+    def from_totals(cls, totals: Mapping[str, float], noise_std: float = 0.0) -> GlobalStats:
+        """Global statistics from summed ones.
+
+        ``noise_std``: standard deviation of the Gaussian noise on every summed statistic of the
+        fields scaled to [0, 1] by their schema range (the DP release of
+        :mod:`fedheart.privacy.stats_dp`; 0 for exact sums). Counts may then be negative; a mean or
+        standard deviation whose noise is too large to be informative is replaced by a public
+        default from the schema (mid-range, range / 4), and the others are kept inside the range.
+        """
         n = max(float(totals["n"]), 1.0)
         mean, std, missing = {}, {}, {}
         for col in NUMERIC:
             count = max(float(totals[f"count/{col}"]), 0.0)
             m = float(totals[f"sum/{col}"]) / count if count >= 1 else 0.0
             var = float(totals[f"sumsq/{col}"]) / count - m * m if count >= 1 else 1.0
+            if noise_std > 0:
+                m, var = _denoised(col, count, m, var, noise_std)
             mean[col] = m
             std[col] = math.sqrt(var) if var > 1e-12 else 1.0
             missing[col] = min(max(1.0 - count / n, 0.0), 1.0)

@@ -82,17 +82,21 @@ def _cycle(loader: DataLoader) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
 
 
 def train(model: nn.Module, loader: DataLoader, cfg: TrainConfig, steps: int,
-          optimizer: torch.optim.Optimizer | None = None) -> TrainResult:
-    """Run ``steps`` minibatch steps of BCE training (with FedProx's term if ``proximal_mu`` > 0)."""
+          optimizer: torch.optim.Optimizer | None = None, *, step_on_empty: bool = False) -> TrainResult:
+    """Run ``steps`` minibatch steps of BCE training (with FedProx's term if ``proximal_mu`` > 0).
+
+    ``step_on_empty``: an empty Poisson batch still takes an optimiser step (DP-SGD: the step is
+    noise only, and the accountant counts it); otherwise it is skipped.
+    """
     optimizer = optimizer or make_optimizer(model, cfg)
     criterion = nn.BCEWithLogitsLoss()
     anchor = [p.detach().clone() for p in model.parameters()] if cfg.proximal_mu > 0 else None
     model.train()
-    total, done = 0.0, 0
+    total, done, losses = 0.0, 0, 0
     for x, y in _cycle(loader):
         if done >= steps:
             break
-        if len(x) == 0:  # empty Poisson batch
+        if len(x) == 0 and not step_on_empty:  # empty Poisson batch
             done += 1
             continue
         optimizer.zero_grad()
@@ -103,9 +107,11 @@ def train(model: nn.Module, loader: DataLoader, cfg: TrainConfig, steps: int,
             objective = loss + 0.5 * cfg.proximal_mu * prox
         objective.backward()
         optimizer.step()
-        total += float(loss.detach())
+        if len(x):
+            total += float(loss.detach())
+            losses += 1
         done += 1
-    return TrainResult(loss=total / max(done, 1), steps=done, num_examples=len(loader.dataset))
+    return TrainResult(loss=total / max(losses, 1), steps=done, num_examples=len(loader.dataset))
 
 
 @torch.no_grad()

@@ -30,6 +30,7 @@ from fedheart.report import write_report
 from fedheart.runs import RunDir, load_checkpoint, output_root, write_json, write_text
 from fedheart.summary import federation_metrics, summary_table
 from fedheart.tracking import aggregator_metrics, aggregator_params, aggregator_tracker, experiment_for_run
+from server_app.privacy import BudgetExhausted, PrivacyMonitor
 from server_app.records import config_record, from_arrays, metrics_of, to_arrays
 
 log = logging.getLogger("fedheart.server")
@@ -67,6 +68,7 @@ class Federation:
         self.cfg = cfg
         self.grid = grid
         self.strategy = strategy
+        self.privacy = PrivacyMonitor(cfg, strategy)
         self.run_id = run_id
         self.hospitals: dict[int, Hospital] = {}
         self.history = History()
@@ -117,7 +119,8 @@ class Federation:
         if len(set(names)) != len(names):
             raise FederationError(f"two nodes report the same hospital name: {sorted(names)}")
         if self.cfg.data.pipeline == "project":
-            global_stats = fstats.GlobalStats.from_totals(fstats.combine(parts))
+            global_stats = fstats.GlobalStats.from_totals(fstats.combine(parts),
+                                                         noise_std=self.privacy.stats_noise_std(len(parts)))
             self.preprocessing = global_stats.to_json()
         log.info("Hospitals: %s", ", ".join(f"{h.name} ({h.train_rows} training rows)"
                                            for h in self.hospitals.values()))
@@ -180,7 +183,7 @@ class Federation:
     def _train(self, server_round: int, arrays: Any, config: ConfigRecord) -> tuple[Any, list[dict]]:
         """One training round: the strategy's instructions out, its aggregate of the replies back."""
         replies = list(self.grid.send_and_receive(
-            self.strategy.configure_train(server_round, arrays, config, self.grid), timeout=self.cfg.round_timeout))
+            self.privacy.configure_train(server_round, arrays, config, self.grid), timeout=self.cfg.round_timeout))
         return self._aggregate_train(server_round, arrays, replies)
 
     def _aggregate_train(self, server_round: int, arrays: Any, replies: list[Message]) -> tuple[Any, list[dict]]:
@@ -193,7 +196,8 @@ class Federation:
                 f"round {server_round}: only {len(ok)} hospital(s) returned an update, at least "
                 f"{self.cfg.min_replies} required (min_replies); errors: "
                 f"{'; '.join(_error_reasons(replies)) or 'none (timed out)'}")
-        new_arrays, _ = self.strategy.aggregate_train(server_round, replies)
+        new_arrays, _ = self.strategy.aggregate_train(
+            server_round, self.privacy.trainable(server_round, replies, self._name))  # spent budgets left out
         rows = [{"round": server_round, "phase": "train", "hospital": self._name(r), **metrics_of(r.content)}
                 for r in ok]
         return (new_arrays if new_arrays is not None else arrays), rows
@@ -224,16 +228,24 @@ class Federation:
         weights = self._restore() if cfg.resume else self.initial
         arrays = to_arrays(weights)
         task = task_settings(cfg, self.preprocessing, self.experiment)
-        train_cfg = config_record({**task, **train_settings(cfg)})
+        train_cfg = config_record({**task, **train_settings(cfg),
+                                   **self.privacy.start({h.name: h.train_rows for h in self.hospitals.values()})})
         eval_cfg = config_record(task)
         per_hospital: dict[str, dict] = {}
         for server_round in range(self.history.last_round + 1, cfg.rounds + 1):
             t0 = time.perf_counter()
-            arrays, train_rows = self._train(server_round, arrays, ConfigRecord(dict(train_cfg)))
+            try:
+                arrays, train_rows = self._train(server_round, arrays, ConfigRecord(dict(train_cfg)))
+            except BudgetExhausted as stop:  # the privacy budget ends the run: completed, not failed
+                self.privacy.stop(str(stop))
+                break
             per_hospital = self._evaluate(server_round, arrays, ConfigRecord(dict(eval_cfg)))
             fed = federation_metrics(per_hospital) if per_hospital else {}
             fed["train-loss"] = float(np.mean([r["train-loss"] for r in train_rows])) if train_rows else float("nan")
             fed["seconds"] = time.perf_counter() - t0
+            epsilon = self.privacy.round_epsilon(server_round, train_rows)
+            if epsilon is not None:
+                fed["epsilon"] = epsilon
             self.history.federation[server_round] = fed
             eval_rows = [{"round": server_round, "phase": "evaluate", "hospital": name,
                           **{k: v for k, v in m.items() if not k.startswith("hist-")}}
@@ -287,11 +299,14 @@ class Federation:
                                     {h.name: h.train_rows for h in self.hospitals.values()})
         data.update({"rounds": self.history.last_round, "seconds": seconds, "strategy": self.cfg.strategy.name,
                      "protocol": self.cfg.protocol, "aggregation": self.cfg.aggregation.mode,
-                     "run_dir": str(self.run_dir.path)})
+                     "run_dir": str(self.run_dir.path),
+                     "privacy": self.privacy.summary(), "stopped_reason": self.privacy.stopped_reason})
         write_json(self.run_dir.path / "summary.json", data)
         write_text(self.run_dir.path / "summary.md",
                    f"# Run summary\n\nStrategy: {self.cfg.strategy.name}, protocol: {self.cfg.protocol}, "
-                   f"rounds: {self.history.last_round}\n\n{table}\n")
+                   f"rounds: {self.history.last_round}\n\n{table}\n"
+                   + (f"\nStopped before round {self.history.last_round + 1}: {self.privacy.stopped_reason}\n"
+                      if self.privacy.stopped_reason else ""))
         log.info("Final results after %d rounds (%.1fs), written to %s\n%s",
                  self.history.last_round, seconds, self.run_dir.path, table)
         self.tracker.close()

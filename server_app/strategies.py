@@ -8,6 +8,7 @@ from typing import Any
 from flwr.serverapp.strategy import FedAdagrad, FedAdam, FedAvg, FedProx, FedYogi, Strategy
 
 from fedheart.config import AppConfig, ConfigError
+from server_app.privacy import weight_key, wrap_strategy
 from server_app.records import aggregate_evaluate_metrics
 
 STRATEGIES: dict[str, type[FedAvg]] = {
@@ -33,6 +34,7 @@ def build_strategy(cfg: AppConfig) -> Strategy:
     for key in ("fraction_train", "fraction_evaluate"):
         if key in params and not 0.0 < float(params[key]) <= 1.0:
             raise ConfigError(f"invalid value for 'strategy.params.{key}': must be in (0, 1], got {params[key]}")
-    return cls(min_available_nodes=cfg.min_hospitals, min_train_nodes=cfg.min_replies,
-               min_evaluate_nodes=cfg.min_replies, evaluate_metrics_aggr_fn=aggregate_evaluate_metrics,
-               **params)
+    strategy = cls(min_available_nodes=cfg.min_hospitals, min_train_nodes=cfg.min_replies,
+                   min_evaluate_nodes=cfg.min_replies, evaluate_metrics_aggr_fn=aggregate_evaluate_metrics,
+                   weighted_by_key=weight_key(cfg), **params)
+    return wrap_strategy(cfg, strategy)  # central DP: Flower's clipping + noise wrapper (server_app.privacy)

@@ -1,0 +1,96 @@
+"""One round of DP-SGD with Opacus: per-sample clipping, Gaussian noise, Poisson sampling.
+
+The Opacus accountant starts each round from the hospital's :class:`Ledger` and its history is
+written back afterwards, so epsilon is cumulative over the statistics release and every round.
+Before a round the hospital checks that the round fits in its budget; if not it does not train.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from opacus import PrivacyEngine
+from torch import nn
+
+from fedheart.privacy import EPSILON, EXHAUSTED, NOISE
+from fedheart.privacy.ledger import Ledger, calibrate_noise
+from fedheart.training import TrainConfig, make_loader, make_optimizer, num_steps, train
+
+
+@dataclass(frozen=True)
+class DPSettings:
+    """What the server tells a hospital about sample-level DP (``privacy=dp-sgd``)."""
+
+    noise_multiplier: float | None = None  # None: calibrate to spend ``epsilon`` over the run
+    epsilon: float | None = 1.0  # the hospital's budget for the run (None: no cap)
+    delta: float | None = None  # known once the server has the row counts (train messages)
+    max_grad_norm: float = 1.0
+    rounds: int = 15
+    stats_noise_multiplier: float = 20.0
+    noise_seed: int | None = None  # None: fresh OS randomness (the only private choice)
+
+    def __post_init__(self) -> None:
+        if self.noise_multiplier is None and self.epsilon is None:
+            raise ValueError("DP-SGD needs privacy.noise_multiplier or privacy.epsilon")
+
+    def require_delta(self, train_rows: int) -> float:
+        """delta for training; a hospital refuses one that is not below 1 / its training rows."""
+        if self.delta is None or not 0 < self.delta < 1:
+            raise ValueError(f"DP-SGD needs privacy.delta in (0, 1) from the server, got {self.delta}")
+        if self.delta >= 1 / max(train_rows, 1):
+            raise ValueError(f"privacy.delta={self.delta:g} is not below 1 / {train_rows} training rows of this "
+                             "hospital: such a delta allows leaking a whole record")
+        return self.delta
+
+
+def seeds(dp: DPSettings, *parts: int) -> tuple[int, int]:
+    """(sampling seed, noise seed): secret unless ``noise_seed`` fixes them for an experiment."""
+    if dp.noise_seed is None:
+        return secrets.randbits(63), secrets.randbits(63)
+    state = np.random.SeedSequence([abs(int(p)) for p in (dp.noise_seed, *parts)]).generate_state(2)
+    return int(state[0]), int(state[1])
+
+
+def train_private(model: nn.Module, x: np.ndarray, y: np.ndarray, cfg: TrainConfig, dp: DPSettings,
+                  ledger: Ledger, *, server_round: int, seed_parts: tuple[int, ...] = ()) -> dict[str, float]:
+    """Train ``model`` in place for one round under DP-SGD, or not at all if the budget is spent.
+
+    Returns the reply metrics: ``epsilon`` (cumulative, after this round), ``budget-exhausted``
+    (1: nothing was trained), ``noise-multiplier``, ``local-steps``, ``num-examples`` and
+    ``train-loss`` (NaN: a loss on training rows would be a release outside the accounting).
+    """
+    if cfg.proximal_mu > 0:
+        raise ValueError("DP-SGD cannot add FedProx's proximal term: Opacus would drop it from the clipped "
+                         "per-sample gradients")
+    delta = dp.require_delta(len(x))
+    sample_seed, noise_seed = seeds(dp, server_round, *seed_parts)
+    loader = make_loader(x, y, cfg.batch_size, seed=sample_seed)
+    sample_rate = 1 / len(loader)  # what Opacus' Poisson loader uses
+    steps = num_steps(cfg, len(x))
+    if dp.noise_multiplier is not None:
+        sigma = dp.noise_multiplier
+    else:
+        if ledger.noise_multiplier is None:  # once per run, for all the rounds still to come
+            remaining = max(dp.rounds - server_round + 1, 1) * steps
+            ledger.noise_multiplier = calibrate_noise(float(dp.epsilon), delta, sample_rate, remaining, ledger)
+        sigma = ledger.noise_multiplier
+    metrics = {"train-loss": math.nan, "local-steps": 0.0, "num-examples": float(len(x)),
+               NOISE: float(sigma), EXHAUSTED: 1.0}
+    if ledger.would_exceed((sigma, sample_rate, steps), delta, dp.epsilon):
+        return metrics | {EPSILON: ledger.epsilon(delta)}
+    with warnings.catch_warnings():  # Opacus warns about secure RNG and full backward hooks
+        warnings.simplefilter("ignore")
+        engine = PrivacyEngine(accountant="rdp")
+        engine.accountant.history = list(ledger.history)
+        private, optimizer, private_loader = engine.make_private(
+            module=model, optimizer=make_optimizer(model, cfg), data_loader=loader, noise_multiplier=sigma,
+            max_grad_norm=dp.max_grad_norm, poisson_sampling=True,
+            noise_generator=torch.Generator().manual_seed(noise_seed))
+        result = train(private, private_loader, cfg, steps, optimizer=optimizer, step_on_empty=True)
+    ledger.history = [(float(z), float(q), int(n)) for z, q, n in engine.accountant.history]
+    return metrics | {EPSILON: ledger.epsilon(delta), EXHAUSTED: 0.0, "local-steps": float(result.steps)}

@@ -1,0 +1,78 @@
+"""The preprocessing statistics through the Gaussian mechanism (one release per run).
+
+Each training row becomes a vector with every coordinate in [0, 1]: for each numeric field
+``present``, ``u`` and ``u**2`` where ``u`` is the value clipped to the schema range
+(:data:`fedheart.schema.FIELDS` low/high) and scaled to [0, 1]; for each categorical field one
+indicator per category. A row's L2 norm is therefore at most ``SENSITIVITY = sqrt(dim)``, which
+bounds what adding or removing one row changes in the summed vector. Gaussian noise with standard
+deviation ``z * SENSITIVITY`` is added to every summed coordinate; that release costs the RDP
+history entry ``(z, 1.0, 1)``. The sums are then mapped back to the raw-unit statistics of
+:func:`fedheart.stats.local_stats` (post-processing, free). The row count ``n`` is sent exactly:
+it is public in this design (see docs/privacy.md).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from fedheart.privacy.ledger import Ledger
+from fedheart.schema import FIELDS
+from fedheart.stats import CATEGORICAL, NUMERIC, clean
+
+DIMENSION = 3 * len(NUMERIC) + sum(len(c) for c in CATEGORICAL.values())
+SENSITIVITY = math.sqrt(DIMENSION)  # every coordinate of a row's vector lies in [0, 1]
+
+
+def row_vectors(frame: pd.DataFrame) -> np.ndarray:
+    """One bounded contribution vector per row (see the module docstring)."""
+    data = clean(frame)
+    columns: list[np.ndarray] = []
+    for col in NUMERIC:
+        spec = FIELDS[col]
+        values = data[col].to_numpy(dtype=float)
+        present = ~np.isnan(values)
+        u = np.where(present, (np.clip(values, spec.low, spec.high) - spec.low) / (spec.high - spec.low), 0.0)
+        columns += [present.astype(float), u, u * u]
+    for col, cats in CATEGORICAL.items():
+        values = data[col].to_numpy(dtype=float)
+        columns += [(values == c).astype(float) for c in cats]
+    return np.column_stack(columns) if len(data) else np.zeros((0, DIMENSION))
+
+
+def noisy_stats(frame: pd.DataFrame, noise_multiplier: float, ledger: Ledger,
+                rng: np.random.Generator) -> dict[str, float]:
+    """The keys of :func:`fedheart.stats.local_stats`, released with the Gaussian mechanism.
+
+    Records the release in ``ledger`` before returning it.
+    """
+    if noise_multiplier <= 0:
+        raise ValueError(f"privacy.stats_noise_multiplier must be > 0, got {noise_multiplier}")
+    totals = row_vectors(frame).sum(axis=0)
+    noisy = totals + rng.normal(0.0, noise_multiplier * SENSITIVITY, size=DIMENSION)
+    ledger.record(noise_multiplier, 1.0, 1)
+    out: dict[str, float] = {"n": float(len(frame))}
+    i = 0
+    for col in NUMERIC:
+        spec = FIELDS[col]
+        low, width = float(spec.low), float(spec.high - spec.low)
+        count, su, sq = noisy[i:i + 3]
+        out[f"count/{col}"] = float(count)
+        out[f"sum/{col}"] = float(low * count + width * su)
+        out[f"sumsq/{col}"] = float(low * low * count + 2 * low * width * su + width * width * sq)
+        i += 3
+    for col, cats in CATEGORICAL.items():
+        for c in cats:
+            out[f"cat/{col}/{c}"] = float(noisy[i])
+            i += 1
+    return out
+
+
+def pooled_noise_std(noise_multiplier: float, hospitals: int) -> float:
+    """Noise standard deviation on each statistic summed over ``hospitals`` DP releases ([0, 1] units).
+
+    What :meth:`fedheart.stats.GlobalStats.from_totals` needs to tell informative estimates from noise.
+    """
+    return noise_multiplier * SENSITIVITY * math.sqrt(hospitals)
