@@ -2,6 +2,7 @@
 
     fedheart validate PATH [PATH ...]   check hospital files before joining a federation
     fedheart report RUN_DIR             regenerate a run's report (plots and summary)
+    fedheart check-config [OVERRIDE ...] check Hydra overrides as the server would, contacting nobody
 """
 
 from __future__ import annotations
@@ -33,6 +34,28 @@ def validate(paths: Sequence[str], as_json: bool = False) -> int:
     return status
 
 
+def check_config(overrides: Sequence[str]) -> int:
+    """Compose and check the configuration, build the strategy and read the ``resume`` checkpoint,
+    as the ServerApp does; exit 2 on error."""
+    from fedheart.config import ConfigError, load_config
+
+    try:
+        cfg = load_config(list(overrides))
+        from server_app.strategies import build_strategy  # Flower's strategy classes: no runtime needed
+
+        build_strategy(cfg)
+        if cfg.resume:
+            from fedheart.runs import load_checkpoint
+
+            load_checkpoint(cfg.resume)
+    except (ConfigError, FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"configuration OK: strategy={cfg.strategy.name} privacy={cfg.privacy.mode} "
+          f"aggregation={cfg.aggregation.mode} rounds={cfg.rounds}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fedheart", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -42,7 +65,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_validate.add_argument("--json", action="store_true", help="machine-readable output")
     p_report = sub.add_parser("report", help="regenerate the report of a finished run")
     p_report.add_argument("run_dir", help="the run's output folder")
+    p_check = sub.add_parser("check-config", help="check Hydra overrides without starting a run")
+    p_check.add_argument("overrides", nargs="*", help="e.g. strategy=fedprox privacy=dp-sgd privacy.epsilon=3")
     args = parser.parse_args(argv)
+    if args.command == "check-config":
+        return check_config(args.overrides)
     if args.command == "validate":
         return validate(args.paths, args.json)
     if args.command == "report":

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -200,6 +201,56 @@ def write_bundle(folder: Path, sans: Iterable[str] = (), hospitals: Sequence[str
     _write(bundle.server_cert, server_cert.public_bytes(serialization.Encoding.PEM))
     for h in hospitals:
         bundle.nodes[h] = write_node_keys(folder, h)
+    return bundle
+
+
+def _load_cert(path: Path) -> x509.Certificate:
+    try:
+        return x509.load_pem_x509_certificate(path.read_bytes())
+    except ValueError as exc:
+        raise CertError(f"{path} is not a PEM certificate ({exc})") from None
+
+
+def _check_validity(path: Path, cert: x509.Certificate, now: dt.datetime) -> None:
+    if cert.not_valid_after_utc <= now:
+        raise CertError(f"{path} expired on {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC; "
+                        "make new material with python -m launcher.certs")
+    if cert.not_valid_before_utc > now:
+        raise CertError(f"{path} is not valid before {cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC (clock skew?)")
+
+
+def verify_material(folder: Path, hospitals: Sequence[str]) -> CertBundle:
+    """Check an existing bundle before anything starts: every file present, certificates in date,
+    the server certificate signed by ``ca.crt`` and matching ``server.key``, node keys readable.
+
+    Raises CertError naming the file and the problem; returns the bundle's paths.
+    """
+    missing = [p.name for p in bundle_paths(folder, hospitals) if p.name != "ca.key" and not p.is_file()]
+    if missing:
+        raise CertError(f"{folder} lacks {', '.join(missing)} (missing key or certificate file)")
+    bundle = CertBundle(folder, folder / "ca.crt", folder / "ca.key", folder / "server.crt", folder / "server.key",
+                        {h: NodeKeys(h, folder / f"{h}.key", folder / f"{h}.pub") for h in hospitals})
+    now = dt.datetime.now(dt.UTC)
+    ca, server = _load_cert(bundle.ca_cert), _load_cert(bundle.server_cert)
+    _check_validity(bundle.ca_cert, ca, now)
+    _check_validity(bundle.server_cert, server, now)
+    try:
+        server.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, InvalidSignature) as exc:
+        raise CertError(f"{bundle.server_cert} is not signed by the CA in {bundle.ca_cert} "
+                        f"(wrong CA: {exc or 'bad signature'})") from None
+    try:
+        server_key = serialization.load_pem_private_key(bundle.server_key.read_bytes(), password=None)
+    except (ValueError, TypeError) as exc:
+        raise CertError(f"{bundle.server_key} is not a readable unencrypted PEM private key ({exc})") from None
+    if server_key.public_key() != server.public_key():
+        raise CertError(f"{bundle.server_key} does not belong to {bundle.server_cert} (key mismatch)")
+    for keys in bundle.nodes.values():
+        try:
+            serialization.load_ssh_private_key(keys.private_key.read_bytes(), password=None)
+            serialization.load_ssh_public_key(keys.public_key.read_bytes().strip())
+        except (ValueError, TypeError) as exc:
+            raise CertError(f"{keys.private_key} / {keys.public_key}: not an OpenSSH key pair ({exc})") from None
     return bundle
 
 

@@ -1,9 +1,11 @@
 """Deploy the federation for real on this machine: TLS, authenticated SuperNodes, one per hospital.
 
-    python -m launcher.deploy [--rounds N] [--data-dir DIR] [--output-dir DIR] [HYDRA_OVERRIDE ...]
+    python -m launcher.deploy [--rounds N] [--data-dir DIR] [--output-dir DIR] [--certs DIR] [HYDRA_OVERRIDE ...]
 
 Generates a CA, a server certificate (SANs localhost, 127.0.0.1, ::1) and one EC P-384 key pair per
-hospital (launcher.certs); starts ``flower-superlink`` with TLS and ``--enable-supernode-auth``;
+hospital (launcher.certs; or, with ``--certs DIR``, uses that folder's material once checked: files
+present, certificates in date, server certificate signed by the CA); starts ``flower-superlink``
+with TLS and ``--enable-supernode-auth``;
 registers each hospital's public key (``flwr supernode register``); starts one ``flower-supernode``
 per hospital that trusts only the project CA, signs in with its own key and reads only its own
 file (``--node-config "data-path='...' hospital='...'"``); then ``flwr run . <connection>``,
@@ -22,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from launcher.certs import CertBundle, CertError, write_bundle
+from launcher.certs import CertBundle, CertError, verify_material, write_bundle
 from launcher.flower import (
     REPO_ROOT,
     FlowerError,
@@ -43,18 +45,19 @@ class Deployment:
 
     ``data_files`` maps a hospital key to the one file its SuperNode may read. The ServerApp writes
     its run folders under ``output_dir`` (passed as $FEDHEART_OUTPUT_DIR). Everything else
-    (certificates, Flower state, logs) lives under ``workdir``.
+    (certificates, Flower state, logs) lives under ``workdir``; ``certs`` names a folder of existing
+    material (launcher.certs layout) to use instead of new material (checked before anything starts).
     """
 
     def __init__(self, workdir: Path, data_files: Mapping[str, Path], output_dir: Path,
-                 sans: Sequence[str] = ()) -> None:
+                 sans: Sequence[str] = (), certs: Path | None = None) -> None:
         if not data_files:
             raise FlowerError("a deployment needs at least one hospital data file")
         self.workdir = workdir
         self.data_files = {k: Path(v).resolve() for k, v in data_files.items()}
         self.output_dir = output_dir.resolve()
         self.sans = list(sans)
-        self.certs: CertBundle | None = None
+        self.certs: CertBundle | None = verify_material(certs, list(self.data_files)) if certs else None
         self.link: SuperLink | None = None
         self.nodes: dict[str, SuperNode] = {}
         self.node_ids: dict[str, str] = {}
@@ -62,7 +65,8 @@ class Deployment:
     def start(self, timeout: float = 180) -> Deployment:
         """Certificates, SuperLink, key registration, SuperNodes; returns once every node is online."""
         try:
-            self.certs = write_bundle(self.workdir / "certs", self.sans, list(self.data_files))
+            if self.certs is None:
+                self.certs = write_bundle(self.workdir / "certs", self.sans, list(self.data_files))
             tls = TlsFiles(self.certs.ca_cert, self.certs.server_cert, self.certs.server_key)
             self.link = SuperLink(self.workdir / "superlink", simulation=False, tls=tls, supernode_auth=True,
                                   extra_env={"FEDHEART_OUTPUT_DIR": str(self.output_dir)})
@@ -154,6 +158,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="certificates, Flower state and process logs (a timestamped subfolder)")
     parser.add_argument("--san", action="append", default=[], metavar="HOST",
                         help="extra name/address for the server certificate (repeatable)")
+    parser.add_argument("--certs", type=Path,
+                        help="use this folder's certificates and keys (launcher.certs layout) instead of new ones; "
+                             "checked before any process starts")
     args = parser.parse_args(argv)
     overrides = list(args.overrides) + ([f"rounds={args.rounds}"] if args.rounds is not None else [])
     try:
@@ -163,12 +170,13 @@ def main(argv: list[str] | None = None) -> int:
 
         files, cfg = hospital_files(overrides, args.data_dir.expanduser().resolve() if args.data_dir else None)
         output_dir = args.output_dir.expanduser().resolve() if args.output_dir else output_root(cfg.output.root)
-    except (ConfigError, DataNotFoundError, FlowerError) as exc:
+        certs = verify_material(args.certs.expanduser().resolve(), list(files)) if args.certs else None
+    except (ConfigError, DataNotFoundError, FlowerError, CertError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     workdir = args.workdir / time.strftime("%Y%m%d-%H%M%S")
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the processes too, like Ctrl-C
-    deployment = Deployment(workdir, files, output_dir, args.san)
+    deployment = Deployment(workdir, files, output_dir, args.san, certs=certs.folder if certs else None)
     try:
         print(f"Starting a TLS SuperLink and {len(files)} authenticated SuperNodes (state and logs: {workdir})")
         for name, path in files.items():
