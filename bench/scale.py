@@ -59,7 +59,8 @@ def plot(rows: list[dict], path: Path) -> None:
     left.set(xscale="log", xlabel="simulated hospitals N", ylabel="seconds", title="Wall time")
     left.legend()
     right.plot(n, [r["peak_rss_mb"] / 1024 for r in rows], "o-")
-    right.set(xscale="log", xlabel="simulated hospitals N", ylabel="GiB", title="Peak RSS, process tree")
+    right.set(xscale="log", xlabel="simulated hospitals N", ylabel="GiB", title="Peak RSS, process tree",
+              ylim=(0, None))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
