@@ -85,9 +85,9 @@ def plot_rounds(rows: pd.DataFrame, out: Path) -> list[Path]:
     _per_round(b, evaluate, "accuracy", "Test accuracy of the global model", fed, "mean-accuracy",
                "mean over hospitals")
     paths.append(_save(fig, out / "auc.png"))
-    if "epsilon" in train and train["epsilon"].notna().any():
+    if any("epsilon" in f and f["epsilon"].notna().any() for f in (train, fed)):
         fig, (a,) = _figure(1)
-        _per_round(a, train, "epsilon", "Privacy spent (epsilon)")
+        _per_round(a, train, "epsilon", "Privacy spent (epsilon, cumulative)", fed, "epsilon", "federation")
         paths.append(_save(fig, out / "epsilon.png"))
     return paths
 

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 TRAIN_METRICS = {"train-loss": "Training:Loss", "epsilon": "Privacy:Epsilon"}
 EVAL_METRICS = {"auc": "Validation:AUC", "accuracy": "Validation:Accuracy", "loss": "Validation:Loss"}
 AGGREGATOR_METRICS = {"pooled-auc": "Test:AUC", "loss": "Test:Loss", "mean-accuracy": "Test:Accuracy",
-                      "mean-auc": "Test:MeanAUC", "train-loss": "Training:Loss"}
+                      "mean-auc": "Test:MeanAUC", "train-loss": "Training:Loss", "epsilon": "Privacy:Epsilon"}
 
 
 def _param(value: Any) -> Param:
@@ -70,10 +70,13 @@ def hospital_eval_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
 
 
 def aggregator_metrics(federation: Mapping[str, Any], train_rows: list[Mapping[str, Any]]) -> dict[str, float]:
-    """Pooled-test AUC and loss, mean accuracy, mean train loss; the largest epsilon spent if any."""
+    """Pooled-test AUC and loss, mean accuracy, mean train loss; epsilon spent if any.
+
+    Epsilon is the federation row's (the server's round epsilon) or else the largest a hospital reported.
+    """
     out = _renamed(federation, AGGREGATOR_METRICS)
     epsilons = [float(r["epsilon"]) for r in train_rows if isinstance(r.get("epsilon"), int | float)
                 and math.isfinite(float(r["epsilon"]))]
-    if epsilons:
+    if epsilons and "Privacy:Epsilon" not in out:
         out["Privacy:Epsilon"] = max(epsilons)
     return out

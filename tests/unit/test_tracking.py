@@ -307,3 +307,5 @@ def test_aggregator_metrics_names() -> None:
     rows = [{"epsilon": 0.9}, {"epsilon": 1.2}, {"train-loss": 0.4}]
     assert aggregator_metrics(fed, rows) == {"Test:AUC": 0.85, "Test:Loss": 0.45, "Test:Accuracy": 0.8,
                                              "Test:MeanAUC": 0.83, "Training:Loss": 0.5, "Privacy:Epsilon": 1.2}
+    assert aggregator_metrics(fed | {"epsilon": 2.5}, rows)["Privacy:Epsilon"] == 2.5  # the server's accountant
+    assert "Privacy:Epsilon" not in aggregator_metrics(fed, [{"train-loss": 0.4}])
