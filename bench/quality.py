@@ -82,10 +82,12 @@ def pooled_run(cfg: AppConfig, seed: int) -> dict:
             "seconds": time.perf_counter() - t0, "steps": steps}
 
 
-def federated_run(link: SuperLink, overrides: list[str], out: Path, name: str) -> dict:
+def federated_run(link: SuperLink, overrides: list[str], out: Path, name: str, existing_only: bool) -> dict | None:
     """One run through the real simulation; a finished run folder is reused (the benchmark resumes)."""
     run_dir = out / "runs" / name
     record_path = run_dir / "flwr-record.json"
+    if existing_only and not record_path.exists():
+        return None
     if record_path.exists():
         record = json.loads(record_path.read_text())
     else:
@@ -149,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--split-seed", type=int, default=43)
     parser.add_argument("--out", type=Path, default=Path("bench/results/quality"))
+    parser.add_argument("--existing-only", action="store_true",
+                        help="start no new run: tabulate the finished runs under --out/runs")
     args = parser.parse_args(argv)
     strategies = [s for s in args.strategies.split(",") if s]
     protocols = [p for p in args.protocol.split(",") if p]
@@ -179,11 +183,17 @@ def main(argv: list[str] | None = None) -> int:
                 for seed in seeds:
                     name = f"{protocol}-{strategy}-seed{seed}-split{args.split_seed}"
                     print(f"[quality] {name} ...", flush=True)
-                    runs.append(federated_run(link, [*common, f"strategy={strategy}", f"seed={seed}"], out, name))
+                    run = federated_run(link, [*common, f"strategy={strategy}", f"seed={seed}"], out, name,
+                                        args.existing_only)
+                    if run is None:
+                        continue
+                    runs.append(run)
                     print(f"[quality]   mean acc {runs[-1]['mean-accuracy']:.3f}, "
                           f"pooled AUC {runs[-1]['pooled-auc']:.3f}, {runs[-1]['seconds']:.0f}s", flush=True)
+                if not runs:
+                    continue
                 raw[strategy] = runs
-                if strategy == strategies[0]:
+                if "local-only" not in rows:
                     rows["local-only"] = local_only(runs, hospitals)
                 rows[strategy] = aggregate(runs, hospitals)
             results["protocols"][protocol] = rows
