@@ -75,6 +75,11 @@ def _track(context: Context, config: dict[str, Any], data: HospitalData, phase: 
         context.state["tracking"] = ConfigRecord({"error": error})
 
 
+def _info(data: HospitalData) -> ConfigRecord:
+    """The hospital's name: lets the server recognise a SuperNode that rejoined with a new node id."""
+    return ConfigRecord({"hospital": data.name})
+
+
 @app.query("stats")
 def statistics(msg: Message, context: Context) -> Message:
     """Sufficient statistics of the training rows (counts, sums, sums of squares, category counts)."""
@@ -86,7 +91,7 @@ def statistics(msg: Message, context: Context) -> Message:
     if ledger is not None:
         save_ledger(context, ledger)
     content = RecordDict({"stats": MetricRecord(stats),
-                          "info": ConfigRecord({"hospital": data.name})})
+                          "info": _info(data)})
     return Message(content, reply_to=msg)
 
 
@@ -103,7 +108,7 @@ def train(msg: Message, context: Context) -> Message:
         save_ledger(context, ledger)
     _track(context, config, data, "train", metrics)
     arrays = ArrayRecord({k: Array(v) for k, v in weights.items()})
-    content = RecordDict({"arrays": arrays, "metrics": MetricRecord(metrics)})
+    content = RecordDict({"arrays": arrays, "metrics": MetricRecord(metrics), "info": _info(data)})
     return Message(content, reply_to=msg)
 
 
@@ -113,7 +118,7 @@ def evaluate(msg: Message, context: Context) -> Message:
     data, pre, config = _setup(msg, context)
     metrics = evaluate_round(data, pre, _weights(msg), parse_model(config))
     _track(context, config, data, "evaluate", metrics)
-    return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)
+    return Message(RecordDict({"metrics": MetricRecord(metrics), "info": _info(data)}), reply_to=msg)
 
 
 @app.query("baseline")

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from flwr.app import Message
+from flwr.app import Context, Message, RecordDict
 
 import client_app.app as client
 from fedheart.config import load_config
@@ -82,3 +82,31 @@ def test_resume_after_a_server_crash_matches_an_uninterrupted_run(tmp_path: Path
     assert a.keys() == b.keys()
     worst = max(float(np.max(np.abs(a[k] - b[k]))) for k in a)
     assert worst <= TOLERANCE, f"resumed model differs from the uninterrupted one by {worst}"
+
+
+class RejoiningGrid(LoopbackGrid):
+    """After round 1, node 3's SuperNode restarts: its context (same data) comes back as node 7."""
+
+    def send_and_receive(self, messages, *, timeout=None):  # type: ignore[no-untyped-def]
+        messages = list(messages)
+        replies = list(super().send_and_receive(messages, timeout=timeout))
+        if 3 in self.contexts and any(m.metadata.message_type == "evaluate" for m in messages):
+            old = self.contexts.pop(3)
+            self.contexts[7] = Context(run_id=old.run_id, node_id=7, node_config=old.node_config,
+                                       state=RecordDict(), run_config={})
+        return replies
+
+
+def test_a_restarted_supernode_rejoins_under_its_hospital_name() -> None:
+    cfg = load_config(f"{BASE} output.run_name=rejoin")
+    grid = RejoiningGrid(client.app, [{"partition-id": i, "num-partitions": 4} for i in range(4)])
+    federation = Federation(cfg, grid, build_strategy(cfg), run_id=1)
+    federation.run()
+    rows = federation.run_dir.read_metrics()
+    names: dict[tuple[int, str], list[str]] = {}
+    for r in rows:
+        names.setdefault((r["round"], r["phase"]), []).append(r["hospital"])
+    names = {k: sorted(v) for k, v in names.items()}
+    assert names[1, "train"] == names[2, "train"] == sorted(cfg.data.hospitals), names
+    assert names[2, "evaluate"] == sorted(cfg.data.hospitals)
+    assert 7 in federation.hospitals and 3 not in federation.hospitals

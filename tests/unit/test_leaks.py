@@ -2,7 +2,8 @@
 
 A LoopbackGrid serialises each message as Flower does and hands it to client_app.app in this
 process; the grid below keeps every reply. A reply may hold only: the model's arrays (train), the
-sufficient statistics with exactly fedheart.stats.stat_keys() (stats query), the hospital's name,
+sufficient statistics with exactly fedheart.stats.stat_keys() (stats query), the hospital's name
+(stats, train, evaluate),
 and scalar metrics. The one documented exception: ``hist-pos`` / ``hist-neg``, 100-bin counts of
 predicted probabilities over the test rows (pooled AUC and ROC curves; docs/reliability.md).
 """
@@ -66,7 +67,8 @@ def test_replies_hold_only_weights_sufficient_statistics_and_scalar_metrics(over
             arrays = {k: v.numpy() for k, v in content.array_records["arrays"].items()}
             assert {k: a.shape for k, a in arrays.items()} == shapes, "train reply: only the model's arrays"
         configs = {name: dict(rec) for name, rec in content.config_records.items()}
-        assert configs == ({"info": {"hospital": configs["info"]["hospital"]}} if kind == "query.stats" else {}), kind
+        named = kind in ("query.stats", "train", "evaluate")  # the hospital's name, nothing else
+        assert configs == ({"info": {"hospital": configs["info"]["hospital"]}} if named else {}), kind
         for name, record in content.metric_records.items():
             values = dict(record)
             if kind == "query.stats":
