@@ -177,8 +177,22 @@ class Federation:
 
     # -- rounds -------------------------------------------------------------------------------
     def _name(self, reply: Message) -> str:
-        hospital = self.hospitals.get(reply.metadata.src_node_id)
-        return hospital.name if hospital else f"node-{reply.metadata.src_node_id}"
+        """The reply's hospital; a node unknown since the statistics phase (a SuperNode that restarted
+        and rejoined with a new node id) is recognised by the name in its reply's ``info`` record."""
+        node = reply.metadata.src_node_id
+        hospital = self.hospitals.get(node)
+        if hospital:
+            return hospital.name
+        info = None if reply.has_error() else reply.content.config_records.get("info")
+        if not info or "hospital" not in info:
+            return f"node-{node}"
+        name = str(info["hospital"])
+        known = [n for n, h in self.hospitals.items() if h.name == name]
+        if known:
+            old = self.hospitals.pop(known[0])
+            self.hospitals[node] = Hospital(node, name, old.train_rows)
+            log.info("Hospital %s rejoined as node %d (was node %d)", name, node, old.node_id)
+        return name
 
     def _train(self, server_round: int, arrays: Any, config: ConfigRecord) -> tuple[Any, list[dict]]:
         """One training round: the strategy's instructions out, its aggregate of the replies back."""
