@@ -251,8 +251,6 @@ def check_privacy(cfg: AppConfig) -> None:
         return
     _require(cfg.resume is None, "resume", f"a run with privacy.mode={p.mode} cannot be resumed: the privacy "
              "accountants live in the run's node and server state and would restart at zero")
-    _require(cfg.aggregation.mode == "plain", "aggregation.mode",
-             f"privacy.mode={p.mode} is not supported with secure aggregation yet; use aggregation=plain")
     _require(p.epsilon is None or p.epsilon > 0, "privacy.epsilon", f"must be > 0 or null, got {p.epsilon}")
     _require(p.delta is None or 0 < p.delta < 1, "privacy.delta", f"must be in (0, 1) or null, got {p.delta}")
     _require(p.noise_multiplier is None or p.noise_multiplier > 0, "privacy.noise_multiplier",
@@ -275,6 +273,12 @@ def check_privacy(cfg: AppConfig) -> None:
     _require(p.noise_multiplier is not None, "privacy.noise_multiplier", f"privacy={p.mode} needs a noise multiplier")
     _require(p.clipping in ("server", "client"), "privacy.clipping", f"must be server or client, got {p.clipping!r}")
     _require(p.clipping_norm > 0, "privacy.clipping_norm", f"must be > 0, got {p.clipping_norm}")
+    if cfg.aggregation.mode == "secagg":  # the server only ever sees the sum of the updates
+        _require(p.clipping == "client", "privacy.clipping",
+                 "aggregation=secagg needs privacy.clipping=client: the server never sees one hospital's "
+                 "update, so it cannot clip it")
+        _require(p.epsilon is None, "privacy.epsilon",
+                 "a server-side epsilon cap cannot stop a SecAgg+ round cleanly; leave privacy.epsilon null")
     fraction = float(cfg.strategy.params.get("fraction_train", 1.0))
     _require(fraction == 1.0, "strategy.params.fraction_train",
              f"central DP noise is calibrated for min_hospitals hospitals in every round; use 1.0, got {fraction}")

@@ -49,7 +49,9 @@ def test_dp_sgd_group_sets_privacy_and_its_tuned_training_defaults() -> None:
     (["privacy=dp-sgd", "protocol=flamby"], "data.pipeline"),
     (["privacy=dp-sgd", "strategy=fedprox"], "strategy.name"),
     (["privacy=dp-sgd", "resume=/tmp/run"], "resume"),
-    (["privacy=dp-sgd", "aggregation=secagg"], "aggregation.mode"),
+    (["privacy=central-fixed", "aggregation=secagg"], "privacy.clipping"),
+    (["privacy=central-fixed", "privacy.clipping=client", "aggregation=secagg", "privacy.epsilon=5"],
+     "privacy.epsilon"),
     (["privacy=dp-sgd", "privacy.max_grad_norm=0"], "privacy.max_grad_norm"),
     (["privacy.mode=local"], "privacy.mode"),
     (["privacy=central-fixed", "privacy.noise_multiplier=null"], "privacy.noise_multiplier"),
@@ -61,6 +63,12 @@ def test_dp_sgd_group_sets_privacy_and_its_tuned_training_defaults() -> None:
 def test_wrong_privacy_settings_name_the_key(overrides: list[str], key: str) -> None:
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         load_config(overrides)
+
+
+def test_dp_combines_with_secure_aggregation_where_it_can() -> None:
+    assert load_config(["privacy=dp-sgd", "aggregation=secagg"]).privacy.mode == "dp-sgd"
+    assert load_config(["privacy=central-adaptive", "privacy.clipping=client", "aggregation=secagg",
+                        "aggregation.max_weight=1"]).aggregation.mode == "secagg"
 
 
 @pytest.mark.parametrize(("overrides", "wrapper", "accounted"), [
