@@ -46,9 +46,10 @@ def overrides(mode: str, clients: int, rounds: int, name: str) -> list[str]:
             "baselines=false", f"output.run_name={name}"]
 
 
-def simulated(link: SuperLink, outputs: Path, mode: str, clients: int, rounds: int) -> dict[str, Any]:
+def simulated(link: SuperLink, outputs: Path, mode: str, clients: int, rounds: int,
+              tag: str = "sim") -> dict[str, Any]:
     """One Flower simulation: wall time and mean round time."""
-    name = f"sim-{mode}-{clients}"
+    name = f"{tag}-{mode}-{clients}"
     started = time.perf_counter()
     run_id = submit_run(link, overrides=overrides(mode, clients, rounds, name), stream=False, echo=None,
                         federation={"num-supernodes": clients, "client-resources-num-cpus": 1})
@@ -75,7 +76,7 @@ def _env(values: dict[str, str]) -> Iterator[None]:
                 os.environ[k] = v
 
 
-def in_process(mode: str, clients: int, rounds: int) -> dict[str, Any]:
+def in_process(mode: str, clients: int, rounds: int, tag: str = "loop") -> dict[str, Any]:
     """The same run on a LoopbackGrid: run time and serialised train-message bytes per client per round."""
     import client_app.app as client
     from launcher.loopback import LoopbackGrid
@@ -83,7 +84,7 @@ def in_process(mode: str, clients: int, rounds: int) -> dict[str, Any]:
     from server_app.secagg import SecAggFederation
     from server_app.strategies import build_strategy
 
-    cfg = load_config(overrides(mode, clients, rounds, f"loop-{mode}-{clients}"))
+    cfg = load_config(overrides(mode, clients, rounds, f"{tag}-{mode}-{clients}"))
     grid = LoopbackGrid(client.app, [{"partition-id": i, "num-partitions": clients} for i in range(clients)])
     kind = SecAggFederation if mode == "secagg" else Federation
     started = time.perf_counter()
@@ -103,6 +104,9 @@ def measure(clients: Sequence[int] = (4, 16), rounds: int = 3, data_dir: Path = 
         work, outputs = Path(tmp), Path(tmp) / "outputs"
         env = {ENV_DATA_DIR: str(data_dir), ENV_OUTPUT_DIR: str(outputs)}
         with _env(env), SuperLink(work, extra_env=env) as link:
+            # Warm-up, discarded: the first run pays imports, Ray start-up and cold caches.
+            simulated(link, outputs, "secagg", min(clients), 1, tag="warmup")
+            in_process("secagg", min(clients), 1, tag="warmup-loop")
             for n in clients:
                 for mode in MODES:
                     row = {"mode": mode, "clients": n, "rounds": rounds,
@@ -121,7 +125,8 @@ def measure(clients: Sequence[int] = (4, 16), rounds: int = 3, data_dir: Path = 
 def to_markdown(report: dict[str, Any]) -> str:
     lines = ["# SecAgg+ cost against plain FedAvg", "",
              f"{report['machine']}, {report['date']}. Logistic regression (36 values), 100 local steps, "
-             f"{report['results'][0]['rounds']} rounds, baselines off. *sim*: Flower simulation (Ray, 1 CPU per "
+             f"{report['results'][0]['rounds']} rounds, baselines off, after a discarded warm-up run. *sim*: "
+             "Flower simulation (Ray, 1 CPU per "
              "client), wall time from submit to finish and mean round time (train + evaluate). *in process*: "
              "the same run on launcher.loopback (no Ray), and the serialised bytes of the training messages "
              "per client per round (to + from the client).", "",

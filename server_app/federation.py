@@ -313,7 +313,7 @@ class Federation:
                                     {h.name: h.train_rows for h in self.hospitals.values()})
         data.update({"rounds": self.history.last_round, "seconds": seconds, "strategy": self.cfg.strategy.name,
                      "protocol": self.cfg.protocol, "aggregation": self.cfg.aggregation.mode,
-                     "run_dir": str(self.run_dir.path),
+                     "run_dir": str(self.run_dir.path), "phase_seconds": self.history.phase_seconds,
                      "privacy": self.privacy.summary(), "stopped_reason": self.privacy.stopped_reason})
         write_json(self.run_dir.path / "summary.json", data)
         write_text(self.run_dir.path / "summary.md",

@@ -51,7 +51,7 @@ def hospital_params(shared: Mapping[str, Param], hospital: str, train_rows: int,
 
 def aggregator_params(cfg: AppConfig, train_rows: Mapping[str, int]) -> dict[str, Param]:
     """The shared settings plus the hospitals and their training rows (aggregation runs on the CPU)."""
-    return {**run_params(cfg), "hospitals": ",".join(train_rows), "train-rows": sum(train_rows.values()),
+    return {**run_params(cfg), "hospitals": ",".join(sorted(train_rows)), "train-rows": sum(train_rows.values()),
             "device": "cpu"}
 
 
