@@ -87,7 +87,7 @@ class AggregationConfig:
     """How the server combines updates: ``plain`` FedAvg family, or Flower's SecAgg+ (``secagg``)."""
 
     mode: str = "plain"
-    num_shares: int = 4  # SecAgg+: shares of each hospital's secret keys (> 2)
+    num_shares: int = 5  # SecAgg+: neighbours sharing each hospital's secrets (> 2; odd, or >= hospitals)
     reconstruction_threshold: int = 3  # shares that rebuild a secret (>= 2, < num_shares)
     clipping_range: float = 8.0  # every scaled weight must lie in [-clipping_range, clipping_range]
     quantization_range: int = 4194304  # 2**22 levels per weight
@@ -222,6 +222,9 @@ def check_aggregation(cfg: AppConfig) -> None:
     _require(cfg.min_hospitals >= 2, "min_hospitals",
              f"secure aggregation needs at least 2 hospitals, got {cfg.min_hospitals}")
     _require(a.num_shares > 2, "aggregation.num_shares", f"must be > 2 (Flower SecAgg+), got {a.num_shares}")
+    _require(a.num_shares % 2 == 1 or a.num_shares >= cfg.min_hospitals, "aggregation.num_shares",
+             f"must be odd or >= min_hospitals ({cfg.min_hospitals}), got {a.num_shares}: with fewer, Flower 1.42 "
+             "gives each hospital num_shares + 1 neighbours but only num_shares shares, and every round fails")
     _require(2 <= a.reconstruction_threshold < a.num_shares, "aggregation.reconstruction_threshold",
              f"must be >= 2 and less than aggregation.num_shares ({a.num_shares}), got {a.reconstruction_threshold}")
     _require(a.reconstruction_threshold <= cfg.min_hospitals, "aggregation.reconstruction_threshold",

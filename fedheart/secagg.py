@@ -51,18 +51,24 @@ class UpdateSettings:
 
 def check_capacity(agg: AggregationConfig, hospitals: Sequence[str],
                    weights: Mapping[str, float] | None = None) -> None:
-    """Raise ConfigError if SecAgg+ over these hospitals would overflow.
+    """Raise ConfigError if SecAgg+ over these hospitals would overflow or cannot run.
 
     ``weights``: each hospital's weight in the average (e.g. training rows), when known before
     round 1. An update is scaled by ``weight / max_weight``: a ratio above 1 can push values past
     the clipping range, so every weight must be <= ``max_weight`` (unknown weights are checked by
     each hospital instead). The masked sum of ``n`` quantised vectors (each value in
     ``[0, quantization_range]``) and of the quantised ratios must stay below the modulus ``2**32``.
+    An even ``num_shares`` below the number of hospitals hits a Flower 1.42 bug (shares < neighbours).
     """
     n = len(hospitals)
     if n < 2:
         raise ConfigError(f"invalid value for 'min_hospitals': secure aggregation needs at least 2 hospitals, "
                           f"{n} reported")
+    if agg.num_shares % 2 == 0 and agg.num_shares < n:
+        raise ConfigError(
+            f"invalid value for 'aggregation.num_shares': {agg.num_shares} is even and below the {n} hospitals; "
+            f"Flower 1.42 then gives each hospital {agg.num_shares + 1} neighbours but only {agg.num_shares} shares "
+            f"and every round fails: use an odd number (e.g. {agg.num_shares + 1})")
     over = {name: w for name, w in (weights or {}).items() if w > agg.max_weight}
     if over:
         raise ConfigError(

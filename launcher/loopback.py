@@ -3,11 +3,13 @@
 For tests and benchmarks that need real Flower messages, mods and strategies without a SuperLink
 or Ray: every message is serialised and rebuilt (as on the network), delivered to its node's ClientApp with
 that node's own Context (kept across messages, as a SuperNode keeps it for a run), and the reply
-copied back. Serialised bytes are counted per node and message type, both ways.
+copied back. Serialised bytes (both ways) and the ClientApp's CPU time are counted per node and
+message type.
 """
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -52,6 +54,7 @@ class LoopbackGrid(Grid):
                                         run_config={}) for i, cfg in enumerate(node_configs)}
         self.bytes_sent: Counter[tuple[int, str]] = Counter()  # (node, message type) -> bytes to the node
         self.bytes_received: Counter[tuple[int, str]] = Counter()  # ... and from it
+        self.client_cpu_s: Counter[tuple[int, str]] = Counter()  # CPU seconds the ClientApp spent on it
 
     def set_run(self, run: Any) -> None:
         raise NotImplementedError("LoopbackGrid has no run to set")
@@ -82,11 +85,14 @@ class LoopbackGrid(Grid):
             if self.fail and self.fail(node, delivered):
                 reply = Message(Error(ErrorCode.CLIENT_APP_RAISED_EXCEPTION, "failed on purpose"), reply_to=sent)
             else:
+                started = time.process_time()
                 try:
                     reply = self.app(delivered, self.contexts[node])
                 except Exception as exc:  # a ClientApp that raises answers with an error message
                     reply = Message(Error(ErrorCode.CLIENT_APP_RAISED_EXCEPTION, f"{type(exc).__name__}: {exc}"),
                                     reply_to=sent)
+                finally:
+                    self.client_cpu_s[node, kind] += time.process_time() - started
             received, size = transmit(reply)
             self.bytes_received[node, kind] += size
             replies.append(received)

@@ -18,10 +18,11 @@ from fedheart.secagg import UpdateSettings, check_capacity, check_update, quanti
 
 
 @pytest.mark.parametrize(("overrides", "key"), [
-    ("aggregation.reconstruction_threshold=4", "aggregation.reconstruction_threshold"),  # == shares
-    ("aggregation.reconstruction_threshold=5", "aggregation.reconstruction_threshold"),  # > shares
+    ("aggregation.reconstruction_threshold=5", "aggregation.reconstruction_threshold"),  # == shares
+    ("aggregation.reconstruction_threshold=6", "aggregation.reconstruction_threshold"),  # > shares
     ("aggregation.reconstruction_threshold=1", "aggregation.reconstruction_threshold"),
     ("aggregation.num_shares=2 aggregation.reconstruction_threshold=1", "aggregation.num_shares"),
+    ("min_hospitals=6 aggregation.num_shares=4", "aggregation.num_shares"),  # even, below the hospitals
     ("min_hospitals=1 min_replies=1", "min_hospitals"),
     ("min_hospitals=2 min_replies=2", "aggregation.reconstruction_threshold"),  # 3 shares from 2 hospitals
     ("aggregation.quantization_range=1073741824", "aggregation.quantization_range"),  # 2**30 x 4 hospitals
@@ -63,6 +64,13 @@ def test_capacity_rejects_a_masked_sum_that_overflows_the_modulus() -> None:
     with pytest.raises(ConfigError, match=r"'aggregation.quantization_range'.*1024 hospitals"):
         check_capacity(agg, many)
     check_capacity(agg, many[:1000])
+
+
+def test_capacity_rejects_an_even_share_count_below_the_hospitals() -> None:
+    agg = AggregationConfig(mode="secagg", num_shares=4)
+    check_capacity(agg, list(TRAIN_ROWS))  # 4 shares among 4 hospitals: everyone is a neighbour
+    with pytest.raises(ConfigError, match=r"'aggregation.num_shares'.*16 hospitals.*e\.g\. 5"):
+        check_capacity(agg, [f"h{i}" for i in range(16)])
 
 
 def test_capacity_needs_two_hospitals() -> None:
