@@ -32,6 +32,7 @@ import json
 import math
 import os
 import platform
+import re
 import statistics
 import sys
 import time
@@ -222,8 +223,8 @@ SIMULATIONS = {
 }
 
 
-def simulations(out: Path, common: list[str]) -> dict:
-    """One real Flower simulation per privacy mode (15 rounds, 4 hospitals)."""
+def simulations(out: Path, common: list[str], pattern: str) -> dict:
+    """One real Flower simulation per privacy mode whose label matches ``pattern`` (15 rounds, 4 hospitals)."""
     root = str(Path(__file__).resolve().parent.parent)  # launcher/ sits beside fedheart/ in the checkout
     if root not in sys.path:
         sys.path.insert(0, root)
@@ -233,11 +234,14 @@ def simulations(out: Path, common: list[str]) -> dict:
     link = SuperLink(out / "superlink", extra_env={"FEDHEART_OUTPUT_DIR": str(out / "runs")})
     with link:
         for label, overrides in SIMULATIONS.items():
-            name = f"{label.split(',')[0]}-{len(results)}-{time.strftime('%H%M%S')}"
+            if not re.search(pattern, label):
+                continue
+            name = f"{re.sub('[^a-z0-9]+', '-', label.split(',')[0])}-{len(results)}-{time.strftime('%H%M%S')}"
             run_id = submit_run(link, overrides=[*common, *overrides, f"output.run_name={name}"], stream=False,
                                 echo=None, federation={"num-supernodes": 4, "client-resources-num-cpus": 1})
             record = wait_for_run(link, run_id)
-            row: dict = {"status": record["status"], "seconds": float(record.get("elapsed", float("nan")))}
+            row: dict = {"status": record["status"], "seconds": float(record.get("elapsed", float("nan"))),
+                         "status-details": record.get("status-details")}
             summary_path = out / "runs" / name / "summary.json"
             if summary_path.exists():
                 summary = json.loads(summary_path.read_text())
@@ -310,6 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cost-clients", default="4,16", help="client counts for the cost measurement ('' = skip)")
     parser.add_argument("--parts", default="sweep,cost,audit,simulation", help="which parts to run")
     parser.add_argument("--audit-epsilons", default="inf,8,1")
+    parser.add_argument("--simulations", default=".", help="regex: the simulation modes (labels) to run")
     parser.add_argument("--audit-seeds", default="0,1")
     args = parser.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",") if s]
@@ -341,7 +346,8 @@ def main(argv: list[str] | None = None) -> int:
     if "cost" in parts:
         results["cost"] = cost(cfg, hospitals, [int(c) for c in args.cost_clients.split(",") if c], seeds[0])
     if "simulation" in parts:
-        results["simulation"] = simulations(out, common)
+        results["simulation"] = {**results.get("simulation", {}), **simulations(out, common, args.simulations)}
+        results["simulation"] = {k: results["simulation"][k] for k in SIMULATIONS if k in results["simulation"]}
     path.write_text(json.dumps(results, indent=2, default=float))
     text = markdown(results, args)
     (out / "privacy.md").write_text(text)
