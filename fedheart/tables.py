@@ -76,6 +76,9 @@ def _decode(path: Path, raw: bytes) -> tuple[str | None, list[Problem]]:
     if not raw.strip():
         return None, [Problem(name, None, None, "the file is empty (no data rows)")]
     if b"\x00" in raw[:65536]:
+        encoding = _wide_encoding(raw[:65536])
+        if encoding:
+            return None, [Problem(name, None, None, f"the file is {encoding} text, not UTF-8; save it as UTF-8 CSV")]
         return None, [Problem(name, None, None, "the file is binary, not a comma-separated text file")]
     try:
         return raw.decode("utf-8-sig"), []
@@ -83,6 +86,19 @@ def _decode(path: Path, raw: bytes) -> tuple[str | None, list[Problem]]:
         line = raw[: exc.start].count(b"\n") + 1
         return None, [Problem(name, line, None,
                               f"not UTF-8/ASCII text (byte 0x{raw[exc.start]:02x}); save it as UTF-8 CSV")]
+
+
+def _wide_encoding(head: bytes) -> str | None:
+    """'UTF-16' or 'UTF-32' when ``head`` looks like that text (by its BOM or its NUL pattern), else None."""
+    if head.startswith((b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff")):
+        return "UTF-32"
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return "UTF-16"
+    even, odd = head[0::2], head[1::2]
+    for half in (even, odd):  # ASCII text in UTF-16: every other byte is NUL
+        if len(half) >= 8 and half.count(0) == len(half):
+            return "UTF-16"
+    return None
 
 
 def _is_header(cells: list[str]) -> bool:

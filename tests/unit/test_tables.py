@@ -64,7 +64,9 @@ def test_bad_values_are_reported_with_line_and_field(tmp_path: Path, text: str, 
 @pytest.mark.parametrize(
     ("content", "words"),
     [(b"", "empty"), (b"\n\n  \n", "empty"), (b"\x00\x01\x02garbage", "binary"),
-     ("63,1,1,145,233,1,2,150,0,2.3,3,0,6,0\n".encode("utf-16"), "binary"),
+     ("63,1,1,145,233,1,2,150,0,2.3,3,0,6,0\n".encode("utf-16"), "UTF-16 text"),
+     ("63,1,1,145,233,1,2,150,0,2.3,3,0,6,0\n".encode("utf-16-le"), "UTF-16 text"),  # no BOM
+     ("63,1,1,145,233,1,2,150,0,2.3,3,0,6,0\n".encode("utf-32"), "UTF-32 text"),
      (b"63,1,1,145,233,1,2,150,0,2.3,3,0,6,0\n6\xe9,1,1,145,233,1,2,150,0,2.3,3,0,6,0\n", "UTF-8"),
      (b"1," * 5000 + b"\n", "characters long")],
 )
