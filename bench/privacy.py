@@ -220,6 +220,10 @@ SIMULATIONS = {
     "central-fixed, server clipping, z = 8 (hospital-level epsilon about 0.9)": [
         "privacy=central-fixed", "privacy.noise_multiplier=8.0"],
     "central-adaptive, server clipping": ["privacy=central-adaptive"],
+    "dp-sgd (epsilon 1) + secagg": ["privacy=dp-sgd", "privacy.epsilon=1.0", f"privacy.delta={DELTA}",
+                                    "aggregation=secagg"],
+    "central-fixed, client clipping + secagg": ["privacy=central-fixed", "privacy.clipping=client",
+                                                "aggregation=secagg"],
 }
 
 
