@@ -31,10 +31,12 @@ from launcher.flower import (
     SuperLink,
     SuperNode,
     TlsFiles,
+    list_supernodes,
     register_supernode,
     submit_run,
     wait_for_nodes,
     wait_for_run,
+    wait_until,
 )
 
 COMPLETED = "finished:completed"
@@ -91,6 +93,33 @@ class Deployment:
             raise FlowerError("start() the deployment first")
         run_id = submit_run(self.link, overrides=overrides, stream=stream, echo=echo, timeout=timeout)
         return run_id, wait_for_run(self.link, run_id, timeout=timeout)
+
+    def wait_online(self, timeout: float = 180) -> None:
+        """Return once every hospital's SuperNode is online (e.g. after a fault); fail if one has exited."""
+        if self.link is None:
+            raise FlowerError("start() the deployment first")
+        wait_for_nodes(self.link, list(self.node_ids.values()), list(self.nodes.values()), timeout)
+
+    def restart_node(self, name: str, timeout: float = 180) -> SuperNode:
+        """Start hospital ``name``'s SuperNode again after it died (e.g. ``nodes[name].kill()``): same
+        key, hence the same node id, and the same file. Returns once it is started, not yet online.
+
+        Flower 1.42 refuses to activate a node whose previous session the SuperLink still counts as
+        online (the new SuperNode exits with code 305, "Failed to activate SuperNode"); a dead node is
+        counted offline only once it has missed its heartbeats (HEARTBEAT_PATIENCE 2 x the 30 s
+        interval after its last one). So this first waits until ``flwr supernode list`` no longer
+        shows the node online (up to ~60 s after the crash).
+        """
+        if self.link is None:
+            raise FlowerError("start() the deployment first")
+        link, node_id = self.link, self.node_ids[name]
+
+        def old_session_over() -> bool:
+            return all(str(n["node-id"]) != node_id or n.get("status") != "online" for n in list_supernodes(link))
+
+        wait_until(old_session_over, timeout, f"the SuperLink counts {name}'s dead SuperNode offline",
+                   max_delay=4.0)  # each check is a `flwr supernode list` (~2 s CPU)
+        return self.nodes[name].restart()
 
     def run_dir(self, run_id: str, run_name: str | None = None) -> Path:
         """The run's output folder: ``output_dir/<run_name>``, by default the one named ``*-run<id>``."""

@@ -3,6 +3,7 @@ registration, runs and their status."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -60,8 +61,12 @@ def flower_env(flwr_home: Path, extra: dict[str, str] | None = None) -> dict[str
 
 
 def wait_until(check: Any, timeout: float, what: str, proc: subprocess.Popen | None = None,
-               log_path: Path | None = None) -> None:
-    """Poll ``check()`` until it is true; fail early if ``proc`` exits, or after ``timeout``."""
+               log_path: Path | None = None, max_delay: float = 0.5) -> None:
+    """Poll ``check()`` until it is true; fail early if ``proc`` exits, or after ``timeout``.
+
+    The pause between checks doubles from 0.05 s up to ``max_delay`` (raise it for checks that
+    cost CPU themselves, such as a ``flwr`` command: about 2 s of CPU each).
+    """
     deadline = time.monotonic() + timeout
     delay = 0.05
     while time.monotonic() < deadline:
@@ -71,8 +76,55 @@ def wait_until(check: Any, timeout: float, what: str, proc: subprocess.Popen | N
             tail = log_path.read_text(errors="replace")[-3000:] if log_path and log_path.exists() else ""
             raise FlowerError(f"{what}: the process exited with code {proc.returncode}\n{tail}")
         time.sleep(delay)  # back-off between readiness probes, not a synchronisation sleep
-        delay = min(delay * 2, 0.5)
+        delay = min(delay * 2, max_delay)
     raise FlowerError(f"{what}: not ready after {timeout:.0f}s")
+
+
+def _stat_fields(pid: int) -> list[str]:
+    """Fields of /proc/PID/stat after the command name (state, ppid, pgrp, ...)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def descendants(pid: int) -> list[int]:
+    """Every living descendant of process ``pid`` (children, grandchildren, ...), read from /proc (Linux)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                children.setdefault(int(_stat_fields(int(entry.name))[1]), []).append(int(entry.name))
+            except (OSError, IndexError, ValueError):  # the process ended while we looked
+                continue
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def program_of(pid: int) -> str:
+    """The program a process runs: the file name of its script for ``python SCRIPT ...``, else of argv[0];
+    "" once it has ended."""
+    try:
+        argv = [a.decode(errors="replace") for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if a]
+    except OSError:
+        return ""
+    if len(argv) > 1 and Path(argv[0]).name.startswith("python") and not argv[1].startswith("-"):
+        return Path(argv[1]).name
+    return Path(argv[0]).name if argv else ""
+
+
+def process_state(pid: int) -> str:
+    """The kernel's one-letter state of a process (``R``, ``S``, ``T`` stopped, ``Z`` zombie), "" once gone."""
+    try:
+        return _stat_fields(pid)[0]
+    except (OSError, IndexError):
+        return ""
+
+
+def processes_named(root: int, program: str) -> list[int]:
+    """Descendants of ``root`` running ``program`` (e.g. ``flwr-serverapp``, ``flwr-clientapp``)."""
+    return [pid for pid in descendants(root) if program_of(pid) == program]
 
 
 def health_ok(url: str, context: Any = None) -> bool:
@@ -104,11 +156,20 @@ class Process:
         if self.popen.poll() is not None:
             return
         self.popen.send_signal(signal.SIGTERM)
+        self.popen.send_signal(signal.SIGCONT)  # a stopped process acts on SIGTERM only once continued
         try:
             self.popen.wait(timeout)
         except subprocess.TimeoutExpired:
             self.popen.kill()
             self.popen.wait(timeout)
+
+    def kill_group(self, timeout: float = 15) -> None:
+        """SIGKILL the process and everything left in its process group (it was started in a session of
+        its own, so that is the Flower processes it spawned, even those that outlived it), as a crash or
+        power loss would; then reap it."""
+        with contextlib.suppress(ProcessLookupError):  # nothing left in the group
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        self.popen.wait(timeout)
 
     def log_tail(self, chars: int = 4000) -> str:
         return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
@@ -175,6 +236,10 @@ class SuperLink:
                    f"SuperLink on {self.address}", self.process.popen, self.process.log_path)
         self.write_connection()
         return self
+
+    def serverapp_pids(self) -> list[int]:
+        """The ``flwr-serverapp`` processes (one per running run) that this SuperLink's SuperExec started."""
+        return processes_named(self.process.popen.pid, "flwr-serverapp") if self.process else []
 
     def write_connection(self) -> None:
         """Point the ``fedheart`` connection of this $FLWR_HOME at this SuperLink."""
@@ -270,8 +335,14 @@ def wait_for_run(link: SuperLink, run_id: str, timeout: float = 3600) -> dict[st
         record = run_status(link, run_id)
         return str(record.get("status", "")).startswith(FINISHED)
 
-    wait_until(done, timeout, f"run {run_id}")
+    wait_until(done, timeout, f"run {run_id}", max_delay=3.0)  # each check is a `flwr ls` (~2 s CPU)
     return record
+
+
+def stop_run(link: SuperLink, run_id: str) -> None:
+    """``flwr stop RUN_ID``: ask the SuperLink to stop a run that has not finished (for clean-ups)."""
+    if not str(run_status(link, run_id).get("status", "")).startswith(FINISHED):
+        flwr_json(link, "stop", run_id)
 
 
 def node_config_arg(values: dict[str, str | int | float | bool]) -> str:
@@ -331,6 +402,30 @@ class SuperNode:
                                      self.workdir / f"{self.name}.log")
         return self
 
+    def kill(self) -> None:
+        """SIGKILL the SuperNode with its SuperExec and ClientApp processes (a crashed hospital machine)."""
+        if self.process:
+            self.process.kill_group()
+
+    def restart(self) -> SuperNode:
+        """Start the SuperNode again after :meth:`kill` or :meth:`stop`: same key (so the same node id),
+        node config and $FLWR_HOME, a fresh runtime port; its log goes on in the same file. Processes
+        its previous run left in its process group are killed first.
+
+        Flower 1.42 refuses a node whose previous session the SuperLink still counts as online
+        (exit 305, "Failed to activate SuperNode"): see ``Deployment.restart_node``.
+        """
+        if self.process:
+            if self.process.popen.poll() is None:
+                raise FlowerError(f"SuperNode {self.name} is still running: kill() or stop() it first")
+            self.process.kill_group()
+        self.port = free_port()
+        return self.start()
+
+    def clientapp_pids(self) -> list[int]:
+        """The ``flwr-clientapp`` processes this SuperNode runs now (one per message being handled)."""
+        return processes_named(self.process.popen.pid, "flwr-clientapp") if self.process else []
+
     def wait_exit(self, timeout: float) -> int:
         """Exit code of a SuperNode expected to stop by itself (e.g. refused); fails after ``timeout``."""
         assert self.process is not None, "start() first"
@@ -375,4 +470,4 @@ def wait_for_nodes(link: SuperLink, node_ids: Sequence[str], nodes: Sequence[Sup
         up = {str(n["node-id"]) for n in list_supernodes(link) if n.get("status") == "online"}
         return wanted <= up
 
-    wait_until(online, timeout, f"SuperNodes {sorted(wanted)} online")
+    wait_until(online, timeout, f"SuperNodes {sorted(wanted)} online", max_delay=2.0)  # `flwr supernode list`

@@ -22,7 +22,7 @@ from flwr.serverapp.strategy import Strategy
 from flwr.serverapp.strategy.strategy_utils import sample_nodes
 
 from fedheart import stats as fstats
-from fedheart.config import AppConfig, to_yaml
+from fedheart.config import CENTRAL_MODES, AppConfig, to_yaml
 from fedheart.model import build_model, get_weights
 from fedheart.preprocess import FLAMBY_COLUMNS, Preprocessor, flamby_preprocessor, project_preprocessor
 from fedheart.protocol import task_settings, train_settings
@@ -194,8 +194,42 @@ class Federation:
             log.info("Hospital %s rejoined as node %d (was node %d)", name, node, old.node_id)
         return name
 
+    def await_hospitals(self, server_round: int, phase: str) -> None:
+        """Before the strategy samples: wait, at most ``round_timeout``, for ``min_hospitals`` nodes.
+
+        Flower's ``sample_nodes`` sizes its sample from the nodes online when it is called, then
+        waits with no deadline for ``min_available_nodes``: a hospital that is down for good would
+        stall the run, and one that is back soon would make the round leave out a random healthy
+        hospital. Here the wait has a deadline; after it the round goes on with the hospitals online
+        if there are at least ``min_replies`` (never under central DP, whose accounting assumes
+        every hospital), else the run stops with the reason.
+        """
+        want, deadline, warned = self.cfg.min_hospitals, time.monotonic() + self.cfg.round_timeout, False
+        while (online := len(list(self.grid.get_node_ids()))) < want and time.monotonic() < deadline:
+            if not warned:
+                log.info("Round %d (%s): %d of %d hospitals online; waiting up to %g s (round_timeout)",
+                         server_round, phase, online, want, self.cfg.round_timeout)
+                warned = True
+            time.sleep(1.0)  # polling Flower's node list, as sample_nodes does
+        base = self.strategy
+        while hasattr(base, "strategy"):  # Flower's DP wrappers keep the wrapped strategy here
+            base = base.strategy
+        if online >= want:
+            base.min_available_nodes = want  # type: ignore[attr-defined]
+            return
+        why = (f"round {server_round} ({phase}): only {online} of min_hospitals={want} hospitals online after "
+               f"waiting {self.cfg.round_timeout:g} s (round_timeout)")
+        if online < self.cfg.min_replies:
+            raise FederationError(f"{why}; at least {self.cfg.min_replies} required (min_replies)")
+        if self.cfg.privacy.mode in CENTRAL_MODES:
+            raise FederationError(f"{why}; privacy={self.cfg.privacy.mode} accounts for every hospital in every "
+                                  "round, so the run cannot go on without one")
+        log.warning("%s; going on with those %d", why, online)
+        base.min_available_nodes = online  # type: ignore[attr-defined]
+
     def _train(self, server_round: int, arrays: Any, config: ConfigRecord) -> tuple[Any, list[dict]]:
         """One training round: the strategy's instructions out, its aggregate of the replies back."""
+        self.await_hospitals(server_round, "train")
         replies = list(self.grid.send_and_receive(
             self.privacy.configure_train(server_round, arrays, config, self.grid), timeout=self.cfg.round_timeout))
         return self._aggregate_train(server_round, arrays, replies)
@@ -217,6 +251,7 @@ class Federation:
         return (new_arrays if new_arrays is not None else arrays), rows
 
     def _evaluate(self, server_round: int, arrays: Any, config: ConfigRecord) -> dict[str, dict]:
+        self.await_hospitals(server_round, "evaluate")
         replies = list(self.grid.send_and_receive(
             self.strategy.configure_evaluate(server_round, arrays, config, self.grid),
             timeout=self.cfg.round_timeout))

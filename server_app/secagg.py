@@ -214,6 +214,7 @@ class SecAggFederation(Federation):
             self.halted = HaltedRounds(self.cfg.aggregation.max_failed_rounds, [
                 int(r["round"]) for r in self.run_dir.read_metrics()
                 if r.get("phase") == "secagg" and r.get("status") == "halted"])
+        self.await_hospitals(server_round, "train")
         started = time.perf_counter()
         a = self.cfg.aggregation
         bridge = StrategyBridge(self.strategy, self.grid, self.run_id, arrays, config, a.clipping_range,

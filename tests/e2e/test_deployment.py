@@ -1,6 +1,7 @@
 """The real local deployment: a TLS SuperLink with SuperNode authentication and four SuperNodes.
 
-One deployment (launcher.deploy.Deployment) serves the whole module: a 2-round run of the four UCI
+One deployment (launcher.deploy.Deployment, the session fixture ``deployment`` of tests/e2e/conftest.py,
+shared with test_faults.py) serves the whole module: a 2-round run of the four UCI
 hospitals, and the security checks (issue 6): a plaintext client, a SuperNode with an unregistered
 key and a SuperNode that does not trust the project CA are all refused.
 """
@@ -13,7 +14,6 @@ import ssl
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
@@ -26,14 +26,6 @@ pytestmark = pytest.mark.e2e
 
 REFUSED_WITHIN_S = 120  # generous: a SuperNode's start-up alone takes ~10 s on a busy 2-core machine
 FLOWER_CONNECTION_ERROR = "Exit Code: 305"  # flower-supernode logs Flower's code; the process exits 1
-
-
-@pytest.fixture(scope="module")
-def deployment(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Iterator[Deployment]:
-    work = tmp_path_factory.mktemp("deployment")
-    files = {h.key: data_dir / h.filename for h in HOSPITALS}
-    with Deployment(work / "state", files, work / "outputs") as deployed:
-        yield deployed
 
 
 @dataclass

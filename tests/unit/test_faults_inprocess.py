@@ -110,3 +110,43 @@ def test_a_restarted_supernode_rejoins_under_its_hospital_name() -> None:
     assert names[1, "train"] == names[2, "train"] == sorted(cfg.data.hospitals), names
     assert names[2, "evaluate"] == sorted(cfg.data.hospitals)
     assert 7 in federation.hospitals and 3 not in federation.hospitals
+
+
+class DepartingGrid(LoopbackGrid):
+    """After round 1, node 3's SuperNode is gone for good: the node list no longer has it."""
+
+    def send_and_receive(self, messages, *, timeout=None):  # type: ignore[no-untyped-def]
+        messages = list(messages)
+        replies = list(super().send_and_receive(messages, timeout=timeout))
+        if any(m.metadata.message_type == "evaluate" for m in messages):
+            self.contexts.pop(3, None)
+        return replies
+
+
+def _departing(overrides: str) -> Federation:
+    cfg = load_config(f"{BASE} round_timeout=1 {overrides}")
+    grid = DepartingGrid(client.app, [{"partition-id": i, "num-partitions": 4} for i in range(4)])
+    return Federation(cfg, grid, build_strategy(cfg), run_id=1)
+
+
+def test_a_hospital_gone_for_good_leaves_the_rounds_to_the_others_after_round_timeout(
+        caplog: pytest.LogCaptureFixture) -> None:
+    federation = _departing("output.run_name=departed min_replies=2")
+    federation.run()  # Flower's own sample_nodes would wait for the fourth node forever
+    rows = federation.run_dir.read_metrics()
+    gone = federation.hospitals[3].name
+    for phase in ("train", "evaluate"):
+        second = sorted(r["hospital"] for r in rows if r["phase"] == phase and r["round"] == 2)
+        assert second == sorted(set(federation.cfg.data.hospitals) - {gone}), (phase, second)  # no healthy one left out
+    assert "round 2 (train): only 3 of min_hospitals=4 hospitals online" in caplog.text
+
+
+@pytest.mark.parametrize(("overrides", "reason"), [
+    ("min_replies=4", r"at least 4 required \(min_replies\)"),
+    ("privacy=central-fixed", r"privacy=central-fixed accounts for every hospital"),
+])
+def test_too_few_hospitals_online_stop_the_run_with_the_reason(overrides: str, reason: str) -> None:
+    federation = _departing(f"output.run_name=stopped {overrides}")
+    with pytest.raises(FederationError, match=r"round 2 \(train\): only 3 of min_hospitals=4 hospitals online "
+                                              r"after waiting 1 s \(round_timeout\); " + reason):
+        federation.run()
