@@ -36,7 +36,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:  # `python bench/perf.py` puts bench/ first, not the repository
     sys.path.insert(0, str(REPO_ROOT))
 
-from launcher.flower import SuperLink, run_status, submit_run  # noqa: E402
+from launcher.flower import SuperLink, descendants, run_status, submit_run  # noqa: E402
 
 FLOOR_APP = REPO_ROOT / "bench" / "floor_app"
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "uci-heart-disease"
@@ -63,19 +63,6 @@ def _proc_table() -> dict[int, tuple[int, float, int]]:
     return table
 
 
-def _descendants(table: dict[int, tuple[int, float, int]], root: int) -> set[int]:
-    children: dict[int, list[int]] = {}
-    for pid, (ppid, _, _) in table.items():
-        children.setdefault(ppid, []).append(pid)
-    found, todo = set(), [root]
-    while todo:
-        pid = todo.pop()
-        if pid in table and pid not in found:
-            found.add(pid)
-            todo += children.get(pid, [])
-    return found
-
-
 class TreeSampler:
     """Samples a process tree every ``interval`` s: the last CPU time of every process seen, peak RSS sum.
 
@@ -93,7 +80,7 @@ class TreeSampler:
 
     def sample(self) -> None:
         table = _proc_table()
-        tree = _descendants(table, self.root)
+        tree = {self.root, *descendants(self.root, {pid: row[0] for pid, row in table.items()})} & table.keys()
         for pid in tree:
             self.cpu[pid] = table[pid][1]
         self.peak_rss = max(self.peak_rss, sum(table[p][2] for p in tree))

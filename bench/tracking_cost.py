@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -26,6 +25,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from bench.perf import machine  # noqa: E402
 from launcher.flower import SuperLink, free_port, submit_run, wait_for_run  # noqa: E402
 
 REGION = "eu-west-1"
@@ -82,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         mine = [r for r in rows if r["mode"] == mode]
         summary[mode] = {k: statistics.median(r[k] for r in mine) for k in ("round_1_s", "median_round_s", "run_s")}
         summary[mode]["statuses"] = sorted({r["status"] for r in mine})
-    result = {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+    m = machine()
+    result = {"machine": f"{m['cpus']} CPUs ({m['cpu']}), {m['memory_gib']} GiB, Python {m['python']}",
               "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "rounds": args.rounds,
               "repeats": args.repeats, "load_after": os.getloadavg(), "rows": rows, "summary": summary}
     (args.out / "tracking_cost.json").write_text(json.dumps(result, indent=2))

@@ -15,7 +15,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -85,15 +85,24 @@ def _stat_fields(pid: int) -> list[str]:
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
 
 
-def descendants(pid: int) -> list[int]:
-    """Every living descendant of process ``pid`` (children, grandchildren, ...), read from /proc (Linux)."""
-    children: dict[int, list[int]] = {}
+def parent_pids() -> dict[int, int]:
+    """pid -> parent pid of every living process, read from /proc (Linux)."""
+    parents = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                children.setdefault(int(_stat_fields(int(entry.name))[1]), []).append(int(entry.name))
+                parents[int(entry.name)] = int(_stat_fields(int(entry.name))[1])
             except (OSError, IndexError, ValueError):  # the process ended while we looked
                 continue
+    return parents
+
+
+def descendants(pid: int, parents: Mapping[int, int] | None = None) -> list[int]:
+    """Every descendant of process ``pid`` (children, grandchildren, ...); ``parents``: a
+    :func:`parent_pids` table already read, else /proc is read now."""
+    children: dict[int, list[int]] = {}
+    for child, parent in (parent_pids() if parents is None else parents).items():
+        children.setdefault(parent, []).append(child)
     found, todo = [], [pid]
     while todo:
         for child in children.get(todo.pop(), []):
