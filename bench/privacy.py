@@ -47,7 +47,7 @@ from torch import nn
 
 from fedheart import stats as fstats
 from fedheart.config import AppConfig, load_config, train_config
-from fedheart.hospital import HospitalData, ModelSpec, evaluate_round, load_hospital, train_round
+from fedheart.hospital import HospitalData, evaluate_round, load_hospital, train_round
 from fedheart.model import build_model, get_weights, set_weights
 from fedheart.preprocess import Preprocessor
 from fedheart.privacy import EPSILON, EXHAUSTED
@@ -56,6 +56,7 @@ from fedheart.privacy.ledger import Ledger
 from fedheart.privacy.stats_dp import pooled_noise_std
 from fedheart.schema import hospital
 from fedheart.sources import hospital_file
+from fedheart.specs import ModelSpec
 from fedheart.splits import Split
 from fedheart.summary import federation_metrics
 from fedheart.tables import HospitalTable

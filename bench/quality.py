@@ -30,13 +30,13 @@ import torch
 
 from fedheart import stats as fstats
 from fedheart.config import AppConfig, load_config, train_config
+from fedheart.histograms import auc_from_histograms, score_histograms
 from fedheart.hospital import HospitalData, load_hospital
-from fedheart.metrics import auc_from_histograms, score_histograms
 from fedheart.model import build_model
 from fedheart.preprocess import Preprocessor, flamby_preprocessor
 from fedheart.schema import hospital
 from fedheart.sources import hospital_file
-from fedheart.training import evaluate, make_loader, train
+from fedheart.training import TensorBatches, evaluate, train
 from launcher.flower import SuperLink, submit_run, wait_for_run
 
 STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedadagrad", "fedyogi")
@@ -69,7 +69,7 @@ def pooled_run(cfg: AppConfig, seed: int) -> dict:
                         dropout=cfg.model.dropout, seed=seed)
     tcfg = train_config(cfg)
     steps = cfg.rounds * tcfg.local_steps * len(hospitals)  # the whole federation's gradient steps
-    train(model, make_loader(x, y, tcfg.batch_size, seed=seed), tcfg, steps)
+    train(model, TensorBatches(x, y, tcfg.batch_size, seed=seed), tcfg, steps)
     per, pos, neg = {}, [], []
     for h in hospitals:
         result = evaluate(model, pre.transform(h.test_frame), h.y_test)

@@ -11,12 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fedheart.model import MODELS
 from fedheart.schema import HOSPITALS
 from fedheart.sources import UCI_BASE_URL
+from fedheart.specs import MODELS, OPTIMIZERS, TrainConfig
 from fedheart.tracking import BACKENDS
 from fedheart.tracking.names import TrackingNameError, check_prefix
-from fedheart.training import OPTIMIZERS, TrainConfig
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 PIPELINES = ("project", "flamby")

@@ -7,8 +7,9 @@ sufficient statistics and score histograms are returned -- never rows.
 from __future__ import annotations
 
 import functools
+import json
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,28 +17,19 @@ import numpy as np
 import pandas as pd
 
 from fedheart import stats as fstats
-from fedheart.metrics import score_histograms
+from fedheart.histograms import score_histograms
 from fedheart.model import build_model, get_weights, set_weights
 from fedheart.preprocess import Preprocessor, flamby_preprocessor, project_preprocessor
+from fedheart.specs import ModelSpec, TrainConfig
 from fedheart.splits import Split, split_table
 from fedheart.tables import HospitalTable, read_table
-from fedheart.training import TrainConfig, evaluate, make_loader, num_steps, train
+from fedheart.training import TensorBatches, evaluate, num_steps, train
 
 if TYPE_CHECKING:  # Opacus is imported only when DP is used: a ClientApp process starts ~3 s faster
     from fedheart.privacy.dpsgd import DPSettings
     from fedheart.privacy.ledger import Ledger
 
 Weights = dict[str, np.ndarray]
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """Which model to build (sent by the server)."""
-
-    name: str = "logreg"
-    hidden: int = 32
-    layers: int = 1
-    dropout: float = 0.1
 
 
 @dataclass
@@ -48,6 +40,8 @@ class HospitalData:
     table: HospitalTable
     split: Split
     pipeline: str
+    _features: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, init=False, repr=False,
+                                                                compare=False)
 
     @property
     def train_frame(self) -> pd.DataFrame:
@@ -90,8 +84,15 @@ class HospitalData:
         return project_preprocessor(global_stats)
 
     def features(self, pre: Preprocessor) -> tuple[np.ndarray, np.ndarray]:
-        """(x_train, x_test) under the given preprocessing."""
-        return pre.transform(self.train_frame), pre.transform(self.test_frame)
+        """(x_train, x_test) under the given preprocessing; callers must not modify them.
+
+        The last result is kept: a hospital serving many messages with the same preprocessing (a
+        simulation actor) transforms its rows once instead of on every message.
+        """
+        key = json.dumps(pre.to_dict(), sort_keys=True)
+        if key not in self._features:
+            self._features = {key: (pre.transform(self.train_frame), pre.transform(self.test_frame))}
+        return self._features[key]
 
 
 @functools.lru_cache(maxsize=8)
@@ -133,8 +134,8 @@ def train_round(data: HospitalData, pre: Preprocessor, weights: Weights, spec: M
         metrics = train_private(model, x_train, data.y_train, cfg, dp, ledger, server_round=server_round,
                                 seed_parts=(seed, zlib.crc32(data.name.encode())))
         return get_weights(model), metrics
-    loader = make_loader(x_train, data.y_train, cfg.batch_size,
-                         seed=_seed(seed, server_round, zlib.crc32(data.name.encode())))
+    loader = TensorBatches(x_train, data.y_train, cfg.batch_size,
+                           seed=_seed(seed, server_round, zlib.crc32(data.name.encode())))
     result = train(model, loader, cfg, num_steps(cfg, len(x_train)))
     return get_weights(model), {"train-loss": result.loss, "local-steps": float(result.steps),
                                 "num-examples": float(result.num_examples)}
@@ -166,8 +167,8 @@ def local_only_baseline(data: HospitalData, pre: Preprocessor, initial: Weights,
                         dropout=spec.dropout)
     set_weights(model, initial)
     x_train, x_test = data.features(pre)
-    loader = make_loader(x_train, data.y_train, cfg.batch_size,
-                         seed=_seed(seed, 10_000, zlib.crc32(data.name.encode())))
+    loader = TensorBatches(x_train, data.y_train, cfg.batch_size,
+                           seed=_seed(seed, 10_000, zlib.crc32(data.name.encode())))
     local_cfg = TrainConfig(**{**cfg.__dict__, "proximal_mu": 0.0})
     train(model, loader, local_cfg, rounds * num_steps(cfg, len(x_train)))
     result = evaluate(model, x_test, data.y_test)

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
-MODELS = ("logreg", "mlp")
+from fedheart.specs import MODELS
 
 
 class LogisticRegression(nn.Module):

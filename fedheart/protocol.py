@@ -11,9 +11,8 @@ from dataclasses import asdict, fields
 from typing import TYPE_CHECKING, Any
 
 from fedheart.config import CENTRAL_MODES, AppConfig, train_config
-from fedheart.hospital import ModelSpec
+from fedheart.specs import ModelSpec, TrainConfig
 from fedheart.tracking import tracking_settings
-from fedheart.training import TrainConfig
 
 if TYPE_CHECKING:  # Opacus only when DP-SGD is on (see parse_privacy)
     from fedheart.privacy.dpsgd import DPSettings

@@ -21,7 +21,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from fedheart.metrics import auc_from_histograms, roc_from_histograms
+from fedheart.histograms import auc_from_histograms, roc_from_histograms
 from fedheart.runs import METRICS, write_json, write_text
 
 FINAL_EVAL = "final_eval.json"

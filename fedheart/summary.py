@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from fedheart.metrics import auc_from_histograms
+from fedheart.histograms import auc_from_histograms
 
 
 def _nanmean(values: list[float]) -> float:

@@ -3,31 +3,19 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.optim.adam import adam
+from torch.optim.adamw import adamw
+from torch.optim.sgd import sgd
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler, TensorDataset
 
 from fedheart.metrics import accuracy, auc
-
-OPTIMIZERS = ("sgd", "adam", "adamw")
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """One round of local training, as sent by the server."""
-
-    lr: float = 0.05
-    local_steps: int = 100
-    local_epochs: int = 0  # > 0: train whole epochs instead of ``local_steps``
-    batch_size: int = 16
-    optimizer: str = "sgd"
-    momentum: float = 0.0
-    weight_decay: float = 0.0
-    proximal_mu: float = 0.0  # FedProx: weight of ||w - w_global||^2 / 2
+from fedheart.specs import OPTIMIZERS, TrainConfig
 
 
 @dataclass(frozen=True)
@@ -46,21 +34,100 @@ class EvalResult:
     scores: np.ndarray  # predicted probabilities; stays on the hospital
 
 
+def _dataset(x: np.ndarray, y: np.ndarray) -> TensorDataset:
+    return TensorDataset(torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y, dtype=torch.float32))
+
+
 def make_loader(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int) -> DataLoader:
-    """A shuffling loader over in-memory tensors, reproducible for a seed."""
-    dataset = TensorDataset(torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y, dtype=torch.float32))
+    """A shuffling DataLoader over in-memory tensors, reproducible for a seed (what Opacus wraps)."""
+    dataset = _dataset(x, y)
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(dataset, batch_size=min(batch_size, len(dataset)), shuffle=True, generator=generator)
 
 
+class TensorBatches:
+    """Shuffled minibatches of in-memory tensors, one epoch per iteration, reproducible for a seed.
+
+    torch's ``RandomSampler`` and ``BatchSampler`` choose the rows, as in a shuffling DataLoader, but a
+    batch is one indexing of the tensors: a DataLoader fetches and collates row by row, which for a
+    16-row batch of a small model cost as much as the training step itself (bench/results/perf).
+    """
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, seed: int) -> None:
+        self.dataset = _dataset(x, y)
+        sampler = RandomSampler(self.dataset, generator=torch.Generator().manual_seed(seed))
+        self.batches = BatchSampler(sampler, batch_size=min(batch_size, len(self.dataset)), drop_last=False)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        x, y = self.dataset.tensors
+        for rows in self.batches:
+            yield x[rows], y[rows]
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+Batches = DataLoader | TensorBatches  # DataLoader: Opacus' Poisson sampling under DP-SGD
+
+
+ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8  # torch.optim.Adam's and AdamW's defaults
+
+
+class FunctionalOptimizer:
+    """SGD (with momentum), Adam or AdamW through torch's functional update rules
+    (``torch.optim.sgd.sgd``, ``torch.optim.adam.adam``, ``torch.optim.adamw.adamw``): the same
+    arithmetic as the ``torch.optim`` classes, which a test checks bit for bit.
+
+    The classes' ``step`` and ``zero_grad`` import ``torch._dynamo``, the compiler, on first use:
+    about 1.5 CPU-s in every fresh ClientApp process (a deployed SuperNode starts one per message)
+    for a compiler never used here. Opacus needs a ``torch.optim.Optimizer``: DP-SGD keeps
+    :func:`make_optimizer`.
+    """
+
+    def __init__(self, params: Iterable[nn.Parameter], cfg: TrainConfig) -> None:
+        if cfg.optimizer not in OPTIMIZERS:
+            raise ValueError(f"train.optimizer must be one of {', '.join(OPTIMIZERS)}, got {cfg.optimizer!r}")
+        self.cfg = cfg
+        self.params = [p for p in params if p.requires_grad]
+        self.momentum: list[torch.Tensor | None] = [None] * len(self.params)  # SGD's buffers, made on first use
+        self.exp_avg = [torch.zeros_like(p, memory_format=torch.preserve_format) for p in self.params]
+        self.exp_avg_sq = [torch.zeros_like(p, memory_format=torch.preserve_format) for p in self.params]
+        self.steps = [torch.tensor(0.0) for _ in self.params]
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        live = [i for i, p in enumerate(self.params) if p.grad is not None]
+        params = [self.params[i] for i in live]
+        grads = [p.grad for p in params]
+        c = self.cfg
+        if c.optimizer == "sgd":
+            buffers = [self.momentum[i] for i in live]
+            sgd(params, grads, buffers, foreach=False, weight_decay=c.weight_decay, momentum=c.momentum, lr=c.lr,
+                dampening=0.0, nesterov=False, maximize=False)
+            for i, buffer in zip(live, buffers, strict=True):
+                self.momentum[i] = buffer
+            return
+        update = adamw if c.optimizer == "adamw" else adam
+        update(params, grads, [self.exp_avg[i] for i in live], [self.exp_avg_sq[i] for i in live], [],
+               [self.steps[i] for i in live], foreach=False, amsgrad=False, beta1=ADAM_BETAS[0],
+               beta2=ADAM_BETAS[1], lr=c.lr, weight_decay=c.weight_decay, eps=ADAM_EPS, maximize=False)
+
+
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """A ``torch.optim`` optimizer, for Opacus to wrap (DP-SGD); other training uses
+    :class:`FunctionalOptimizer`. ``foreach=False`` (one tensor at a time) skips the per-step check
+    for the multi-tensor path, which costs more than the whole update of these small models."""
     params = model.parameters()
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, foreach=False)
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=False)
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=False)
     raise ValueError(f"train.optimizer must be one of {', '.join(OPTIMIZERS)}, got {cfg.optimizer!r}")
 
 
@@ -71,7 +138,7 @@ def num_steps(cfg: TrainConfig, num_examples: int) -> int:
     return cfg.local_steps
 
 
-def _cycle(loader: DataLoader) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def _cycle(loader: Batches) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     while True:
         yielded = False
         for batch in loader:
@@ -81,14 +148,15 @@ def _cycle(loader: DataLoader) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
             return
 
 
-def train(model: nn.Module, loader: DataLoader, cfg: TrainConfig, steps: int,
-          optimizer: torch.optim.Optimizer | None = None, *, step_on_empty: bool = False) -> TrainResult:
+def train(model: nn.Module, loader: Batches, cfg: TrainConfig, steps: int,
+          optimizer: torch.optim.Optimizer | FunctionalOptimizer | None = None, *,
+          step_on_empty: bool = False) -> TrainResult:
     """Run ``steps`` minibatch steps of BCE training (with FedProx's term if ``proximal_mu`` > 0).
 
     ``step_on_empty``: an empty Poisson batch still takes an optimiser step (DP-SGD: the step is
     noise only, and the accountant counts it); otherwise it is skipped.
     """
-    optimizer = optimizer or make_optimizer(model, cfg)
+    optimizer = optimizer or FunctionalOptimizer(model.parameters(), cfg)
     criterion = nn.BCEWithLogitsLoss()
     anchor = [p.detach().clone() for p in model.parameters()] if cfg.proximal_mu > 0 else None
     model.train()

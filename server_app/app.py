@@ -1,4 +1,9 @@
-"""ServerApp: compose the Hydra config from the run config, then run the federation."""
+"""ServerApp: compose the Hydra config from the run config, then run the federation.
+
+This module stays light on purpose: Flower imports it under a process-wide import lock, and in a
+simulation the same process loads the ClientApp and only then starts Ray, so every import made
+here delays the whole simulation. The federation, with torch, is imported when the run starts.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +12,6 @@ import sys
 
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
-
-from fedheart.config import load_config
-from server_app.federation import Federation
-from server_app.secagg import SecAggFederation
-from server_app.strategies import build_strategy
 
 app = ServerApp()
 
@@ -29,6 +29,11 @@ def setup_logging() -> None:
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     """Entry point of the aggregator. Any error ends the run as failed, with its message."""
+    from fedheart.config import load_config
+    from server_app.federation import Federation
+    from server_app.secagg import SecAggFederation
+    from server_app.strategies import build_strategy
+
     setup_logging()
     cfg = load_config(str(context.run_config.get("overrides", "")))
     strategy = build_strategy(cfg)

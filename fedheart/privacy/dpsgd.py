@@ -19,7 +19,8 @@ from torch import nn
 
 from fedheart.privacy import EPSILON, EXHAUSTED, NOISE
 from fedheart.privacy.ledger import Ledger, calibrate_noise
-from fedheart.training import TrainConfig, make_loader, make_optimizer, num_steps, train
+from fedheart.specs import TrainConfig
+from fedheart.training import make_loader, make_optimizer, num_steps, train
 
 
 @dataclass(frozen=True)

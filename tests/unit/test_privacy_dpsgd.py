@@ -13,13 +13,13 @@ from opacus.accountants import RDPAccountant
 
 from client_app.privacy import load_ledger, save_ledger
 from fedheart import stats as fstats
-from fedheart.hospital import HospitalData, ModelSpec, load_hospital, train_round
+from fedheart.hospital import HospitalData, load_hospital, train_round
 from fedheart.model import build_model, get_weights
 from fedheart.preprocess import Preprocessor
 from fedheart.privacy import EPSILON, EXHAUSTED, NOISE
 from fedheart.privacy.dpsgd import DPSettings, train_private
 from fedheart.privacy.ledger import Ledger
-from fedheart.training import TrainConfig
+from fedheart.specs import ModelSpec, TrainConfig
 
 SPEC = ModelSpec("logreg")
 CFG = TrainConfig(lr=0.05, local_steps=20, batch_size=16)

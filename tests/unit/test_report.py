@@ -11,7 +11,7 @@ import pytest
 from matplotlib.image import imread
 
 from fedheart.cli import main as cli
-from fedheart.metrics import score_histograms
+from fedheart.histograms import score_histograms
 from fedheart.report import FINAL_EVAL, write_report
 from fedheart.runs import RunDir, write_json
 from fedheart.summary import summary_table
