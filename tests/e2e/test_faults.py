@@ -175,6 +175,11 @@ def _inject(deployment: Deployment, out: FaultRun, stopped: list[int]) -> None:
     # The nodes finish the dead run's round-2 work; let them, so the next ClientApps are the resumed run's.
     wait_until(lambda: not any(n.clientapp_pids() for n in nodes.values()), STEP_S,
                "the dead run's ClientApps finish")
+    # Resume once the SuperLink has marked the dead run finished (its missed heartbeats): until then a
+    # SuperNode may still be retrying the pull of a round-2 message whose arrays the ServerApp died
+    # before uploading, and would not serve the resumed run's statistics within round_timeout.
+    out.first = wait_for_run(link, out.first_id, timeout=STEP_S)
+    out.mark("run 1 marked finished", t0)
 
     # Resume (round 2 again, then 3); fault 3: va's ClientApp stalls in round 3, longer than round_timeout.
     out.resumed_id = submit_run(link, overrides=[*OVERRIDES, f"resume={out.run_dir}"], stream=False, echo=None)
@@ -220,8 +225,6 @@ def _inject(deployment: Deployment, out: FaultRun, stopped: list[int]) -> None:
     out.resumed = wait_for_run(link, out.resumed_id, timeout=STEP_S)
     out.slow_late_reply = _sent(slow, "train", resumed) > slow_sent
     out.mark("run 2 finished", t0)
-    out.first = wait_for_run(link, out.first_id, timeout=STEP_S)  # ends by the ServerApp's missed heartbeats
-    out.mark("run 1 marked finished", t0)
 
 
 @pytest.fixture(scope="module")
