@@ -187,3 +187,16 @@ def test_requirements_agree_with_the_project_constraints():
         assert Version(constraints[name]).public == pinned_version(req), (
             f"{name}: image pins {pinned_version(req)}, the project {constraints[name]}"
         )
+
+
+def test_the_test_environment_runs_the_image_pins():
+    """The requirement file installs into a venv: this one (make install, with the project's
+    constraints) holds every pinned version the images install, so every test here ran on them."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    for name, req in requirements().items():
+        try:
+            installed = version(name)
+        except PackageNotFoundError:
+            pytest.fail(f"{name} (docker/requirements-app.txt) is not installed in the test environment")
+        assert Version(installed).public == pinned_version(req), f"{name}: venv has {installed}, images pin {req}"
