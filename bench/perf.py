@@ -1,6 +1,6 @@
 """Performance benchmark: what a fedheart round costs against Flower's floor and the compute floor.
 
-    python bench/perf.py --out bench/results/perf [--rounds 15] [--hospitals 4] [--skip a,b,c]
+    python bench/perf.py --out bench/results/perf [--rounds 15] [--hospitals 4] [--repeat 3] [--skip a,b,c]
 
 Side by side, in one run:
   (a) fedheart's default simulation (4 hospitals, 15 rounds) through a real simulation SuperLink;
@@ -8,10 +8,13 @@ Side by side, in one run:
       (Flower's own floor);
   (c) pooled training in one process with the same number of gradient steps (the compute floor,
       ``bench/quality.py``'s ``pooled_run``).
-For each: wall time (run submitted to finished), seconds per round, CPU seconds and peak RSS of
-the whole process tree (the SuperLink and every descendant, sampled from /proc), and the ratios
-a/b and a/c. The machine load (``os.getloadavg``) is recorded before and after each measurement:
-run it under the e2e lock on a shared machine (``flock /tmp/fedheart-e2e.lock ...``).
+For each: wall time (``flwr run`` started until its log stream ends with the run; the median of
+``--repeat`` runs, (a) and (b) alternated), seconds per round, CPU seconds and peak RSS of the
+whole process tree (the SuperLink and every descendant, sampled from /proc), and the ratios a/b
+and a/c. The run's end is taken from ``flwr run --stream``, not by polling ``flwr ls``: each
+``flwr ls`` is a Python process of about 2 CPU-s that would compete with the run it measures.
+The machine load (``os.getloadavg``) is recorded before and after each measurement: run it under
+the e2e lock on a shared machine (``flock /tmp/fedheart-e2e.lock ...``).
 Writes ``perf.json`` and ``perf.md`` under --out. Scale, start-up and privacy costs: bench/scale.py.
 """
 
@@ -123,6 +126,16 @@ def wait_finished(link: SuperLink, run_id: str, timeout: float, every: float = 2
     raise TimeoutError(f"run {run_id} not finished after {timeout:.0f}s")
 
 
+def _epoch(timestamp: Any) -> float:
+    """Seconds since the epoch of one of Flower's ISO run timestamps (``finished-at``); NaN if unknown."""
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(str(timestamp)).timestamp()
+    except ValueError:
+        return float("nan")
+
+
 def measure_flower(name: str, *, app_dir: Path, supernodes: int, run_config: dict[str, Any] | None = None,
                    overrides: list[str] | None = None, workdir: Path, env: dict[str, str],
                    timeout: float = 3600) -> dict[str, Any]:
@@ -130,13 +143,16 @@ def measure_flower(name: str, *, app_dir: Path, supernodes: int, run_config: dic
     row: dict[str, Any] = {"name": name, "supernodes": supernodes}
     with load_window(row), SuperLink(workdir / name, extra_env=env) as link:
         assert link.process is not None
-        with TreeSampler(link.process.popen.pid) as tree:
-            started = time.perf_counter()
+        with TreeSampler(link.process.popen.pid) as tree, open(workdir / f"{name}.log", "w") as log:
+            started, started_epoch = time.perf_counter(), time.time()
+            # Wait on `flwr run --stream` (it ends when the run has finished), not by polling `flwr ls`:
+            # every `flwr ls` is a Python process of ~2 CPU-s that would compete with the run measured.
             run_id = submit_run(link, overrides=overrides or [], run_config=run_config, app_dir=app_dir,
-                                stream=False, echo=None,
+                                stream=True, echo=log, timeout=timeout,
                                 federation={"num-supernodes": supernodes, "client-resources-num-cpus": 1})
-            record = wait_finished(link, run_id, timeout)
             row["wall_s"] = time.perf_counter() - started
+        record = wait_finished(link, run_id, 60)
+        row["finished_s"] = _epoch(record.get("finished-at")) - started_epoch
         if record.get("status") != "finished:completed":
             raise RuntimeError(f"{name}: run {run_id} ended {record.get('status')}: {record.get('status-details')}"
                                f"\n{link.process.log_tail()}")
@@ -155,12 +171,14 @@ def fedheart_rounds(run_dir: Path) -> dict[str, Any]:
     return {"round_s": rounds, "server_app_s": summary["seconds"], "phase_s": summary.get("phase_seconds", {})}
 
 
-def run_fedheart(work: Path, rounds: int, hospitals: int, extra: list[str], name: str = "a-fedheart") -> dict:
+def run_fedheart(work: Path, rounds: int, hospitals: int, extra: list[str], name: str = "a-fedheart",
+                 app_root: Path = REPO_ROOT) -> dict:
+    """(a); ``app_root``: the app to submit (another copy of the code, e.g. before a change)."""
     outputs = work / "outputs"
     env = {"FEDHEART_DATA_DIR": str(DEFAULT_DATA), "FEDHEART_OUTPUT_DIR": str(outputs)}
     overrides = [f"rounds={rounds}", f"output.run_name={name}", *extra]
-    row = measure_flower(name, app_dir=REPO_ROOT, supernodes=hospitals, overrides=overrides, workdir=work, env=env)
-    return row | fedheart_rounds(outputs / name) | {"overrides": overrides}
+    row = measure_flower(name, app_dir=app_root, supernodes=hospitals, overrides=overrides, workdir=work, env=env)
+    return row | fedheart_rounds(outputs / name) | {"overrides": overrides, "app_root": str(app_root)}
 
 
 def run_floor(work: Path, rounds: int, hospitals: int, name: str = "b-flower-floor") -> dict:
@@ -213,14 +231,38 @@ def _torch_threads() -> int:
     return torch.get_num_threads()
 
 
-HEAVY = ("torch", "pandas", "sklearn", "scipy", "opacus", "hydra", "omegaconf", "matplotlib", "boto3", "ray")
-STARTUP_PROBE = ("import json, sys, time; t = time.perf_counter(); import client_app.app; "
-                 "print(json.dumps({'import_s': time.perf_counter() - t, 'heavy': sorted(m for m in sys.modules "
-                 f"if m in {HEAVY!r})}}))")
+HEAVY = ("torch", "pandas", "sklearn", "scipy", "opacus", "hydra", "omegaconf", "matplotlib", "boto3", "ray",
+         "torch._dynamo")
+# What a train message's fresh ClientApp process runs before its own work: the app module, the
+# handlers (a module of their own since the app module was made light; before that the app module
+# held them), then one training step through the code's default optimiser (torch.optim's classes
+# import torch._dynamo on first use). Works on both layouts, so --app-root can point at old code.
+STARTUP_PROBE = f"""
+import json, sys, time
+t = time.perf_counter()
+import client_app.app
+try:
+    import client_app.handlers
+except ImportError:
+    pass
+imported = time.perf_counter() - t
+import numpy as np
+from fedheart.model import build_model
+from fedheart import training
+if hasattr(training, "TensorBatches"):
+    from fedheart.specs import TrainConfig
+    batches = training.TensorBatches
+else:  # the layout before fedheart.specs
+    TrainConfig, batches = training.TrainConfig, training.make_loader
+x = np.zeros((16, 4), dtype=np.float32)
+training.train(build_model("logreg", 4), batches(x, np.zeros(16, dtype=np.float32), 16, seed=0), TrainConfig(), 1)
+print(json.dumps({{"import_s": imported, "first_step_s": time.perf_counter() - t - imported,
+                  "heavy": sorted(m for m in sys.modules if m in {HEAVY!r})}}))
+"""
 
 
 def startup(repeats: int = 3, app_root: Path = REPO_ROOT) -> dict[str, Any]:
-    """What a fresh ClientApp process pays before handling a message: ``import client_app.app``.
+    """What a fresh ClientApp process pays before a train message's own work (:data:`STARTUP_PROBE`).
 
     A SuperNode (deployment, ``--isolation subprocess``) starts one such process per message.
     ``app_root``: another copy of the code (e.g. the state before a change) to compare.
@@ -235,10 +277,11 @@ def startup(repeats: int = 3, app_root: Path = REPO_ROOT) -> dict[str, Any]:
             after = resource.getrusage(resource.RUSAGE_CHILDREN)
             probe = json.loads(out.stdout.strip().splitlines()[-1])
             row["runs"].append({"process_wall_s": time.perf_counter() - started, "import_s": probe["import_s"],
+                                "first_step_s": probe["first_step_s"],
                                 "cpu_s": (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime),
                                 "max_rss_mb": after.ru_maxrss / 1024})
             row["heavy_modules"] = probe["heavy"]
-    for key in ("process_wall_s", "import_s", "cpu_s"):
+    for key in ("process_wall_s", "import_s", "first_step_s", "cpu_s"):
         row[f"{key}_median"] = sorted(r[key] for r in row["runs"])[len(row["runs"]) // 2]
     return row
 
@@ -272,11 +315,12 @@ def message_bytes(overrides: list[str]) -> dict[str, int]:
 
     from fedheart import stats as fstats
     from fedheart.config import load_config
-    from fedheart.hospital import ModelSpec, evaluate_round, load_hospital, train_round
+    from fedheart.hospital import evaluate_round, load_hospital, train_round
     from fedheart.model import build_model, get_weights
     from fedheart.protocol import parse_train, task_settings, train_settings
     from fedheart.schema import hospital
     from fedheart.sources import hospital_file
+    from fedheart.specs import ModelSpec
     from server_app.records import config_record, to_arrays
 
     cfg = load_config(overrides)
@@ -344,6 +388,12 @@ def _version(package: str) -> str:
     return version(package)
 
 
+def median_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median wall time, with every run's wall time under ``wall_s_all``."""
+    ordered = sorted(rows, key=lambda r: r["wall_s"])
+    return ordered[(len(ordered) - 1) // 2] | {"wall_s_all": [round(r["wall_s"], 2) for r in rows]}
+
+
 def _mean(xs: list[float]) -> float:
     return sum(xs) / len(xs) if xs else float("nan")
 
@@ -371,12 +421,13 @@ def markdown(report: dict[str, Any]) -> str:
              f"Machine: {m['cpus']} CPUs ({m['cpu']}), {m['memory_gib']} GiB, Python {m['python']}, "
              f"flwr {m['flwr']}, torch {m['torch']}; {report['date']}. Simulation: 1 CPU per client, "
              f"{report['hospitals']} hospitals, {report['rounds']} rounds.\n",
-             "| run | wall s | round 1 s | s / round (median of 2..) | CPU s (tree) | peak RSS MiB (tree) | "
-             "load before → after |",
-             "|---|---:|---:|---:|---:|---:|---|"]
+             "| run | wall s (median) | every run's wall s | round 1 s | s / round (median of 2..) | CPU s (tree) | "
+             "peak RSS MiB (tree) | load before → after |",
+             "|---|---:|---|---:|---:|---:|---:|---|"]
     for key, row in report["runs"].items():
         load = f"{row['loadavg_before'][0]:.1f} → {row['loadavg_after'][0]:.1f}"
-        lines.append(f"| {key}: {row['name']} | {row['wall_s']:.1f} | {row['round_s'][0]:.2f} | "
+        every = " / ".join(f"{w:.1f}" for w in row.get("wall_s_all", [row["wall_s"]]))
+        lines.append(f"| {key}: {row['name']} | {row['wall_s']:.1f} | {every} | {row['round_s'][0]:.2f} | "
                      f"{row['steady_round_s']:.2f} | {row['cpu_s']:.1f} | {row['peak_rss_mb']:.0f} | {load} |")
     lines += ["", "| ratio | value |", "|---|---:|"]
     lines += [f"| {k} | {v:.2f} |" for k, v in report["ratios"].items()]
@@ -401,11 +452,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--hospitals", type=int, default=4)
     parser.add_argument("--skip", default="", help="comma-separated: a, b and/or c")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="runs of (b) and (a), alternated; each is reported by its median-wall run")
     parser.add_argument("--tag", default="", help="suffix of the output files (e.g. 'before')")
     parser.add_argument("--overrides", default="", help="extra Hydra overrides for (a)")
     parser.add_argument("--startup", type=int, default=0, metavar="N",
                         help="only measure a fresh ClientApp process's imports, N times")
-    parser.add_argument("--app-root", type=Path, default=REPO_ROOT, help="code copy for --startup")
+    parser.add_argument("--app-root", type=Path, default=REPO_ROOT,
+                        help="the code copy that (a) and --startup run (e.g. a git worktree of an older commit)")
     parser.add_argument("--deploy", type=int, default=0, metavar="ROUNDS",
                         help="only measure the local TLS deployment (launcher.deploy) for ROUNDS rounds")
     parser.add_argument("--privacy", type=int, default=0, metavar="ROUNDS",
@@ -443,18 +497,21 @@ def main(argv: list[str] | None = None) -> int:
         print(markdown(report))
         return 0
     skip = set(filter(None, args.skip.split(",")))
-    rows: dict[str, dict] = {}
-    with tempfile.TemporaryDirectory(prefix="fedheart-perf-") as tmp:
-        work = Path(tmp)
-        if "b" not in skip:
-            rows["b"] = run_floor(work, args.rounds, args.hospitals)
-            print(json.dumps(rows["b"]), flush=True)
-        if "a" not in skip:
-            rows["a"] = run_fedheart(work, args.rounds, args.hospitals, args.overrides.split())
-            print(json.dumps(rows["a"]), flush=True)
-        if "c" not in skip:
-            rows["c"] = run_pooled(args.rounds, args.hospitals)
-            print(json.dumps(rows["c"]), flush=True)
+    samples: dict[str, list[dict]] = {"a": [], "b": [], "c": []}
+    for i in range(args.repeat):  # alternated, so that a change in the machine's load hits both
+        with tempfile.TemporaryDirectory(prefix="fedheart-perf-") as tmp:
+            work = Path(tmp)
+            if "b" not in skip:
+                samples["b"].append(run_floor(work, args.rounds, args.hospitals))
+            if "a" not in skip:
+                samples["a"].append(run_fedheart(work, args.rounds, args.hospitals, args.overrides.split(),
+                                                 app_root=args.app_root))
+            if "c" not in skip and i == 0:
+                samples["c"].append(run_pooled(args.rounds, args.hospitals))
+        for key, rows_ in samples.items():
+            if rows_ and len(rows_) == i + 1:
+                print(f"repeat {i + 1}/{args.repeat} {key}: wall {rows_[-1]['wall_s']:.1f} s", flush=True)
+    rows = {key: median_row(rows_) for key, rows_ in samples.items() if rows_}
     report = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine(), "rounds": args.rounds,
               "hospitals": args.hospitals, "runs": rows}
     report["ratios"] = summarize(rows)
