@@ -39,7 +39,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:  # `python bench/perf.py` puts bench/ first, not the repository
     sys.path.insert(0, str(REPO_ROOT))
 
-from launcher.flower import SuperLink, descendants, run_status, submit_run  # noqa: E402
+from launcher.flower import SuperLink, descendants, submit_run, wait_for_run  # noqa: E402
 
 FLOOR_APP = REPO_ROOT / "bench" / "floor_app"
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "uci-heart-disease"
@@ -115,17 +115,6 @@ def load_window(row: dict[str, Any]) -> Iterator[None]:
     row["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
 
 
-def wait_finished(link: SuperLink, run_id: str, timeout: float, every: float = 2.0) -> dict[str, Any]:
-    """Poll ``flwr ls`` every ``every`` s (each poll is a Python process: keep them rare while measuring)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        record = run_status(link, run_id)
-        if str(record.get("status", "")).startswith("finished:"):
-            return record
-        time.sleep(every)  # poll interval of a readiness check with a deadline
-    raise TimeoutError(f"run {run_id} not finished after {timeout:.0f}s")
-
-
 def _epoch(timestamp: Any) -> float:
     """Seconds since the epoch of one of Flower's ISO run timestamps (``finished-at``); NaN if unknown."""
     from datetime import datetime
@@ -151,7 +140,7 @@ def measure_flower(name: str, *, app_dir: Path, supernodes: int, run_config: dic
                                 stream=True, echo=log, timeout=timeout,
                                 federation={"num-supernodes": supernodes, "client-resources-num-cpus": 1})
             row["wall_s"] = time.perf_counter() - started
-        record = wait_finished(link, run_id, 60)
+        record = wait_for_run(link, run_id, timeout=60)  # the stream has ended: one `flwr ls`
         row["finished_s"] = _epoch(record.get("finished-at")) - started_epoch
         if record.get("status") != "finished:completed":
             raise RuntimeError(f"{name}: run {run_id} ended {record.get('status')}: {record.get('status-details')}"

@@ -90,9 +90,10 @@ class FunctionalOptimizer:
         self.cfg = cfg
         self.params = [p for p in params if p.requires_grad]
         self.momentum: list[torch.Tensor | None] = [None] * len(self.params)  # SGD's buffers, made on first use
-        self.exp_avg = [torch.zeros_like(p, memory_format=torch.preserve_format) for p in self.params]
-        self.exp_avg_sq = [torch.zeros_like(p, memory_format=torch.preserve_format) for p in self.params]
-        self.steps = [torch.tensor(0.0) for _ in self.params]
+        adam_state = cfg.optimizer != "sgd"  # Adam's moments and step counts, as torch.optim.Adam starts them
+        self.exp_avg = [torch.zeros_like(p, memory_format=torch.preserve_format) for p in self.params if adam_state]
+        self.exp_avg_sq = [torch.zeros_like(p, memory_format=torch.preserve_format) for p in self.params if adam_state]
+        self.steps = [torch.tensor(0.0) for _ in self.params if adam_state]
 
     def zero_grad(self) -> None:
         for p in self.params:
