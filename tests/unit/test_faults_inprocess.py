@@ -18,7 +18,7 @@ from flwr.app import Context, Message, RecordDict
 import client_app.app as client
 from fedheart.config import load_config
 from launcher.loopback import FailWhen, LoopbackGrid
-from server_app.federation import Federation, FederationError
+from server_app.federation import Federation, FederationError, error_message
 from server_app.strategies import build_strategy
 
 TOLERANCE = 1e-6
@@ -150,3 +150,13 @@ def test_too_few_hospitals_online_stop_the_run_with_the_reason(overrides: str, r
     with pytest.raises(FederationError, match=r"round 2 \(train\): only 3 of min_hospitals=4 hospitals online "
                                               r"after waiting 1 s \(round_timeout\); " + reason):
         federation.run()
+
+
+def test_a_failed_reply_is_reported_by_its_message_not_its_traceback() -> None:
+    ray_reason = ("<class 'ray.exceptions.RayTaskError(ClientAppException)'>:<'ray::ClientAppActor.run() (pid=1)\n"
+                  "Traceback (most recent call last):\n  File \"x.py\", line 1, in run\n"
+                  "flwr.clientapp.client_app.ClientAppException: \n"
+                  "Exception ClientAppException occurred. Message: processed.va.data not found in /data.'>")
+    assert error_message(ray_reason) == "processed.va.data not found in /data."
+    assert error_message("ValueError: partition 4 has no hospital") == "ValueError: partition 4 has no hospital"
+    assert error_message("Traceback (most recent call last):\n  ...\nKeyError: 'arrays'\n") == "KeyError: 'arrays'"
