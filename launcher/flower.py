@@ -162,15 +162,19 @@ class Process:
     log_path: Path
 
     def stop(self, timeout: float = 15) -> None:
-        if self.popen.poll() is not None:
-            return
-        self.popen.send_signal(signal.SIGTERM)
-        self.popen.send_signal(signal.SIGCONT)  # a stopped process acts on SIGTERM only once continued
-        try:
-            self.popen.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.popen.kill()
-            self.popen.wait(timeout)
+        """SIGTERM the process (SIGKILL after ``timeout``), then SIGKILL what is left in its process
+        group: Flower processes it spawned that outlived it (e.g. a ClientApp of a failed run that Flower
+        1.42 never stops, see docs/reliability.md)."""
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            self.popen.send_signal(signal.SIGCONT)  # a stopped process acts on SIGTERM only once continued
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(timeout)
+        with contextlib.suppress(ProcessLookupError):  # nothing left in the group
+            os.killpg(self.popen.pid, signal.SIGKILL)
 
     def kill_group(self, timeout: float = 15) -> None:
         """SIGKILL the process and everything left in its process group (it was started in a session of

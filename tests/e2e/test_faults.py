@@ -126,6 +126,7 @@ class FaultRun:
     serverapps_at_kill: int = 0
     rounds_at_kill: list[int] = field(default_factory=list)
     checkpoint_at_kill: int | None = None
+    leftover_clientapps: dict[str, list[str]] = field(default_factory=dict)  # run 1's, once it is finished
     slow_stopped: list[int] = field(default_factory=list)  # ClientApp pids SIGSTOPped
     slow_reply_sent: bool = True  # its round-3 train reply left before the server moved on
     slow_late_reply: bool = False  # ... and after it was continued
@@ -172,20 +173,23 @@ def _inject(deployment: Deployment, out: FaultRun, stopped: list[int]) -> None:
     wait_until(lambda: all(_gone(pid) for pid in serverapps), 30, "the ServerApp process ends")
     out.mark("ServerApp SIGKILLed (round 2 train)", t0)
     out.rounds_at_kill, out.checkpoint_at_kill = _rounds(out.run_dir), _checkpoint_round(out.run_dir)
-    # The nodes finish the dead run's round-2 work; let them, so the next ClientApps are the resumed run's.
-    wait_until(lambda: not any(n.clientapp_pids() for n in nodes.values()), STEP_S,
-               "the dead run's ClientApps finish")
     # Resume once the SuperLink has marked the dead run finished (its missed heartbeats): until then a
     # SuperNode may still be retrying the pull of a round-2 message whose arrays the ServerApp died
     # before uploading, and would not serve the resumed run's statistics within round_timeout.
     out.first = wait_for_run(link, out.first_id, timeout=STEP_S)
     out.mark("run 1 marked finished", t0)
+    # The dead run's round-2 ClientApps have normally ended by now. One that has not (Flower's ClientApp
+    # retries some calls to its SuperNode without a deadline) is recorded, not waited for: the slow
+    # node's step below tells the resumed run's ClientApps from older ones.
+    out.leftover_clientapps = {name: [f"{pid} ({process_state(pid)})" for pid in n.clientapp_pids()]
+                               for name, n in nodes.items() if n.clientapp_pids()}
 
     # Resume (round 2 again, then 3); fault 3: va's ClientApp stalls in round 3, longer than round_timeout.
     out.resumed_id = submit_run(link, overrides=[*OVERRIDES, f"resume={out.run_dir}"], stream=False, echo=None)
     out.mark("run 2 (resume) submitted", t0)
     resumed = out.resumed_id
-    older: set[int] = set()  # ClientApps that existed before (e.g. round 2's evaluation, still exiting)
+    # ClientApps that existed before (run 1's leftovers, the resumed round 2's evaluation still exiting)
+    older: set[int] = set(slow.clientapp_pids())
 
     def round_3_pulled() -> bool:
         if _received(slow, "train", resumed) >= 2:
@@ -247,7 +251,8 @@ def faults(deployment: Deployment) -> Iterator[FaultRun]:
                 with contextlib.suppress(FlowerError):
                     stop_run(deployment.link, run_id)
         deployment.wait_online()
-        print(f"\nfault timeline (s): {out.timeline}; {SLOW} waited {out.slow_wait_s:.1f}s")
+        print(f"\nfault timeline (s): {out.timeline}; {SLOW} waited {out.slow_wait_s:.1f}s; "
+              f"run 1's ClientApps still running once it was finished: {out.leftover_clientapps or 'none'}")
     yield out
 
 
