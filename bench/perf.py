@@ -125,6 +125,53 @@ def _epoch(timestamp: Any) -> float:
         return float("nan")
 
 
+class StampedLog:
+    """A log file whose every line starts with the seconds since ``t0`` (``time.perf_counter``) at which
+    it arrived. Flower streams a run's log in batches, so a line's time is late by up to ~0.5 s."""
+
+    def __init__(self, path: Path, t0: float) -> None:
+        self.path, self.t0 = path, t0
+        self._file = path.open("w")
+
+    def write(self, text: str) -> None:
+        now = time.perf_counter() - self.t0
+        self._file.writelines(f"{now:8.2f} {line}\n" for line in text.splitlines())
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+# Log lines that mark where a run's time goes: (milestone, text of the line), first occurrence; the
+# "last ..." milestones take the last one. (a): fedheart's ServerApp log; (b): Flower's FedAvg log.
+MILESTONES = {
+    "a": [("simulation started", "Starting Flower Simulation"),
+          ("first message sent", "Federated statistics: asking"),
+          ("statistics done", "[fedheart] Hospitals:"),
+          ("last round done", "last: [fedheart] Round "),
+          ("final table", "Final results after"),
+          ("report written", "[fedheart] Report:")],
+    "b": [("simulation started", "Starting Flower Simulation"),
+          ("first message sent", "configure_train: Sampled"),
+          ("first replies", "aggregate_train: Received"),
+          ("last round done", "last: aggregate_evaluate: Received")],
+}
+
+
+def milestones(log: Path, marks: list[tuple[str, str]]) -> dict[str, float]:
+    """Seconds since submission at which each milestone's line arrived (``StampedLog`` lines)."""
+    found: dict[str, float] = {}
+    for line in log.read_text(errors="replace").splitlines():
+        stamp, _, text = line.strip().partition(" ")
+        for name, pattern in marks:
+            last = pattern.startswith("last: ")
+            if (pattern.removeprefix("last: ") in text) and (last or name not in found):
+                found[name] = float(stamp)
+    return found
+
+
 def measure_flower(name: str, *, app_dir: Path, supernodes: int, run_config: dict[str, Any] | None = None,
                    overrides: list[str] | None = None, workdir: Path, env: dict[str, str],
                    timeout: float = 3600) -> dict[str, Any]:
@@ -132,13 +179,17 @@ def measure_flower(name: str, *, app_dir: Path, supernodes: int, run_config: dic
     row: dict[str, Any] = {"name": name, "supernodes": supernodes}
     with load_window(row), SuperLink(workdir / name, extra_env=env) as link:
         assert link.process is not None
-        with TreeSampler(link.process.popen.pid) as tree, open(workdir / f"{name}.log", "w") as log:
+        with TreeSampler(link.process.popen.pid) as tree:
             started, started_epoch = time.perf_counter(), time.time()
+            log = StampedLog(workdir / f"{name}.log", started)
             # Wait on `flwr run --stream` (it ends when the run has finished), not by polling `flwr ls`:
             # every `flwr ls` is a Python process of ~2 CPU-s that would compete with the run measured.
-            run_id = submit_run(link, overrides=overrides or [], run_config=run_config, app_dir=app_dir,
-                                stream=True, echo=log, timeout=timeout,
-                                federation={"num-supernodes": supernodes, "client-resources-num-cpus": 1})
+            try:
+                run_id = submit_run(link, overrides=overrides or [], run_config=run_config, app_dir=app_dir,
+                                    stream=True, echo=log, timeout=timeout,  # type: ignore[arg-type]
+                                    federation={"num-supernodes": supernodes, "client-resources-num-cpus": 1})
+            finally:
+                log.close()
             row["wall_s"] = time.perf_counter() - started
         record = wait_for_run(link, run_id, timeout=60)  # the stream has ended: one `flwr ls`
         row["finished_s"] = _epoch(record.get("finished-at")) - started_epoch
@@ -167,7 +218,8 @@ def run_fedheart(work: Path, rounds: int, hospitals: int, extra: list[str], name
     env = {"FEDHEART_DATA_DIR": str(DEFAULT_DATA), "FEDHEART_OUTPUT_DIR": str(outputs)}
     overrides = [f"rounds={rounds}", f"output.run_name={name}", *extra]
     row = measure_flower(name, app_dir=app_root, supernodes=hospitals, overrides=overrides, workdir=work, env=env)
-    return row | fedheart_rounds(outputs / name) | {"overrides": overrides, "app_root": str(app_root)}
+    return row | fedheart_rounds(outputs / name) | {"overrides": overrides, "app_root": str(app_root),
+                                                   "milestones_s": milestones(work / f"{name}.log", MILESTONES["a"])}
 
 
 def run_floor(work: Path, rounds: int, hospitals: int, name: str = "b-flower-floor") -> dict:
@@ -175,7 +227,8 @@ def run_floor(work: Path, rounds: int, hospitals: int, name: str = "b-flower-flo
     row = measure_flower(name, app_dir=FLOOR_APP, supernodes=hospitals, workdir=work, env={},
                          run_config={"rounds": rounds, "nodes": hospitals, "out": str(out)})
     floor = json.loads(out.read_text())
-    return row | {"round_s": floor["round_s"], "server_app_s": floor["seconds"]}
+    return row | {"round_s": floor["round_s"], "server_app_s": floor["seconds"],
+                  "milestones_s": milestones(work / f"{name}.log", MILESTONES["b"])}
 
 
 def run_pooled(rounds: int, hospitals: int) -> dict:
@@ -430,6 +483,14 @@ def markdown(report: dict[str, Any]) -> str:
                      f"ClientApp imports), rounds {sum(a['round_s']):.1f} s, baselines "
                      f"{a['phase_s'].get('baselines', 0):.1f} s; run submission (`flwr run`, FAB build) "
                      f"{a['wall_s'] - a['elapsed_s']:.1f} s of the wall time.")
+    timelines = [(key, row) for key, row in report["runs"].items() if row.get("milestones_s")]
+    if timelines:
+        lines.append("\nTimelines of the median runs, seconds since `flwr run` was started (when each line of the "
+                     "run's log arrived; Flower streams the log in batches, so up to ~0.5 s late):\n")
+        for key, row in timelines:
+            marks = sorted(row["milestones_s"].items(), key=lambda kv: kv[1])
+            marks.append(("stream ended", row["wall_s"]))
+            lines.append(f"- ({key}) " + " · ".join(f"{name} {t:.1f}" for name, t in marks))
     lines.append("\n(c) wall is the training process's own time (load + train + evaluate), without "
                  "Python start-up and imports (`import_s` in perf.json). RSS sums double-count shared pages.")
     return "\n".join(lines) + "\n"
