@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
-from launcher.flower import process_state, start_process, wait_until
+import pytest
+
+from launcher.flower import Process, process_state, start_process, wait_until
 
 # A parent that starts a long-lived child in its own process group, writes the child's pid, and waits.
 PARENT = (
@@ -22,33 +25,32 @@ def _gone(pid: int) -> bool:
     return process_state(pid) in ("", "Z")  # ended (a zombie waits for its new parent to reap it)
 
 
-def test_stop_kills_what_the_process_left_in_its_group(tmp_path: Path) -> None:
+@pytest.fixture
+def parent(tmp_path: Path) -> Iterator[tuple[Process, int]]:
+    """A started parent process and the pid of the child it left running."""
     pid_file = tmp_path / "child.pid"
     proc = start_process("parent", [sys.executable, "-c", PARENT, str(pid_file)], dict(os.environ),
                          tmp_path / "parent.log", cwd=tmp_path)
     try:
         wait_until(pid_file.exists, 60, "the parent starts its child", proc=proc.popen, log_path=proc.log_path)
-        child = int(pid_file.read_text())
-        assert not _gone(child)
-        proc.stop()
-        assert proc.popen.returncode is not None
-        # SIGTERM ended the parent only; the child outlived it in the group until stop() swept the group.
-        wait_until(lambda: _gone(child), 10, "the orphaned child ends")
+        yield proc, int(pid_file.read_text())
     finally:
         proc.kill_group()
 
 
-def test_stop_sweeps_the_group_even_when_the_process_had_already_exited(tmp_path: Path) -> None:
-    pid_file = tmp_path / "child.pid"
-    proc = start_process("parent", [sys.executable, "-c", PARENT, str(pid_file)], dict(os.environ),
-                         tmp_path / "parent.log", cwd=tmp_path)
-    try:
-        wait_until(pid_file.exists, 60, "the parent starts its child", proc=proc.popen, log_path=proc.log_path)
-        child = int(pid_file.read_text())
-        proc.popen.terminate()
-        proc.popen.wait(15)
-        assert not _gone(child), "the child outlives its parent"
-        proc.stop()
-        wait_until(lambda: _gone(child), 10, "the orphaned child ends")
-    finally:
-        proc.kill_group()
+def test_stop_kills_what_the_process_left_in_its_group(parent: tuple[Process, int]) -> None:
+    proc, child = parent
+    assert not _gone(child)
+    proc.stop()
+    assert proc.popen.returncode is not None
+    # SIGTERM ended the parent only; the child outlived it in the group until stop() swept the group.
+    wait_until(lambda: _gone(child), 10, "the orphaned child ends")
+
+
+def test_stop_sweeps_the_group_even_when_the_process_had_already_exited(parent: tuple[Process, int]) -> None:
+    proc, child = parent
+    proc.popen.terminate()
+    proc.popen.wait(15)
+    assert not _gone(child), "the child outlives its parent"
+    proc.stop()
+    wait_until(lambda: _gone(child), 10, "the orphaned child ends")
