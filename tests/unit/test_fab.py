@@ -9,7 +9,11 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
 from flwr.cli.build import build_fab_from_disk
+
+# Flower's FAB builder uses a pattern class that pathspec deprecates (142 warnings per build).
+pytestmark = pytest.mark.filterwarnings("ignore:GitWildMatchPattern:DeprecationWarning")
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("fedheart", "server_app", "client_app", "conf")
