@@ -173,16 +173,19 @@ class Process:
             except subprocess.TimeoutExpired:
                 self.popen.kill()
                 self.popen.wait(timeout)
-        with contextlib.suppress(ProcessLookupError):  # nothing left in the group
-            os.killpg(self.popen.pid, signal.SIGKILL)
+        self._kill_group()
 
     def kill_group(self, timeout: float = 15) -> None:
-        """SIGKILL the process and everything left in its process group (it was started in a session of
-        its own, so that is the Flower processes it spawned, even those that outlived it), as a crash or
-        power loss would; then reap it."""
+        """SIGKILL the process and everything left in its process group, as a crash or power loss
+        would; then reap it."""
+        self._kill_group()
+        self.popen.wait(timeout)
+
+    def _kill_group(self) -> None:
+        """SIGKILL the process group: started in a session of its own, the process leads it, so it holds
+        the Flower processes it spawned, even those that outlived it."""
         with contextlib.suppress(ProcessLookupError):  # nothing left in the group
             os.killpg(self.popen.pid, signal.SIGKILL)
-        self.popen.wait(timeout)
 
     def log_tail(self, chars: int = 4000) -> str:
         return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
