@@ -73,6 +73,11 @@ Batches = DataLoader | TensorBatches  # DataLoader: Opacus' Poisson sampling und
 ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8  # torch.optim.Adam's and AdamW's defaults
 
 
+def _check_optimizer(name: str) -> None:
+    if name not in OPTIMIZERS:
+        raise ValueError(f"train.optimizer must be one of {', '.join(OPTIMIZERS)}, got {name!r}")
+
+
 class FunctionalOptimizer:
     """SGD (with momentum), Adam or AdamW through torch's functional update rules
     (``torch.optim.sgd.sgd``, ``torch.optim.adam.adam``, ``torch.optim.adamw.adamw``): the same
@@ -85,8 +90,7 @@ class FunctionalOptimizer:
     """
 
     def __init__(self, params: Iterable[nn.Parameter], cfg: TrainConfig) -> None:
-        if cfg.optimizer not in OPTIMIZERS:
-            raise ValueError(f"train.optimizer must be one of {', '.join(OPTIMIZERS)}, got {cfg.optimizer!r}")
+        _check_optimizer(cfg.optimizer)
         self.cfg = cfg
         self.params = [p for p in params if p.requires_grad]
         self.momentum: list[torch.Tensor | None] = [None] * len(self.params)  # SGD's buffers, made on first use
@@ -122,14 +126,12 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     """A ``torch.optim`` optimizer, for Opacus to wrap (DP-SGD); other training uses
     :class:`FunctionalOptimizer`. ``foreach=False`` (one tensor at a time) skips the per-step check
     for the multi-tensor path, which costs more than the whole update of these small models."""
+    _check_optimizer(cfg.optimizer)
     params = model.parameters()
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, foreach=False)
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=False)
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=False)
-    raise ValueError(f"train.optimizer must be one of {', '.join(OPTIMIZERS)}, got {cfg.optimizer!r}")
+    adam_class = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+    return adam_class(params, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=False)
 
 
 def num_steps(cfg: TrainConfig, num_examples: int) -> int:

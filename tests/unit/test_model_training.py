@@ -95,9 +95,12 @@ def test_functional_optimizer_updates_exactly_as_torch_optim(cfg: TrainConfig) -
         assert np.array_equal(trained[0][name], trained[1][name]), name  # bit for bit
 
 
-def test_functional_optimizer_rejects_an_unknown_optimizer() -> None:
+def test_both_optimizer_paths_reject_an_unknown_optimizer() -> None:
+    cfg = TrainConfig(optimizer="lbfgs")
     with pytest.raises(ValueError, match=r"train\.optimizer must be one of sgd, adam, adamw"):
-        FunctionalOptimizer(build_model("logreg", 3).parameters(), TrainConfig(optimizer="lbfgs"))
+        FunctionalOptimizer(build_model("logreg", 3).parameters(), cfg)
+    with pytest.raises(ValueError, match=r"train\.optimizer must be one of sgd, adam, adamw"):
+        make_optimizer(build_model("logreg", 3), cfg)  # the torch.optim path (DP-SGD)
 
 
 def test_training_and_evaluation_never_import_the_compiler() -> None:
