@@ -181,8 +181,9 @@ def _inject(deployment: Deployment, out: FaultRun, stopped: list[int]) -> None:
     # The dead run's round-2 ClientApps have normally ended by now. One that has not (Flower's ClientApp
     # retries some calls to its SuperNode without a deadline) is recorded, not waited for: the slow
     # node's step below tells the resumed run's ClientApps from older ones.
-    out.leftover_clientapps = {name: [f"{pid} ({process_state(pid)})" for pid in n.clientapp_pids()]
-                               for name, n in nodes.items() if n.clientapp_pids()}
+    leftover = {name: n.clientapp_pids() for name, n in nodes.items()}
+    out.leftover_clientapps = {name: [f"{pid} ({process_state(pid)})" for pid in pids]
+                               for name, pids in leftover.items() if pids}
 
     # Resume (round 2 again, then 3); fault 3: va's ClientApp stalls in round 3, longer than round_timeout.
     out.resumed_id = submit_run(link, overrides=[*OVERRIDES, f"resume={out.run_dir}"], stream=False, echo=None)
