@@ -144,20 +144,21 @@ class StampedLog:
         self._file.close()
 
 
-# Log lines that mark where a run's time goes: (milestone, text of the line), first occurrence; the
-# "last ..." milestones take the last one. (a): fedheart's ServerApp log; (b): Flower's FedAvg log.
+# Log lines that mark where a run's time goes: (milestone, text in the line); the first such line,
+# or the last one for "last round done". (a): fedheart's ServerApp log; (b): Flower's FedAvg log.
 MILESTONES = {
     "a": [("simulation started", "Starting Flower Simulation"),
           ("first message sent", "Federated statistics: asking"),
           ("statistics done", "[fedheart] Hospitals:"),
-          ("last round done", "last: [fedheart] Round "),
+          ("last round done", " done in "),  # "Round N/R done in ..."
           ("final table", "Final results after"),
           ("report written", "[fedheart] Report:")],
     "b": [("simulation started", "Starting Flower Simulation"),
           ("first message sent", "configure_train: Sampled"),
           ("first replies", "aggregate_train: Received"),
-          ("last round done", "last: aggregate_evaluate: Received")],
+          ("last round done", "aggregate_evaluate: Received")],
 }
+LAST = {"last round done"}
 
 
 def milestones(log: Path, marks: list[tuple[str, str]]) -> dict[str, float]:
@@ -166,8 +167,7 @@ def milestones(log: Path, marks: list[tuple[str, str]]) -> dict[str, float]:
     for line in log.read_text(errors="replace").splitlines():
         stamp, _, text = line.strip().partition(" ")
         for name, pattern in marks:
-            last = pattern.startswith("last: ")
-            if (pattern.removeprefix("last: ") in text) and (last or name not in found):
+            if pattern in text and (name in LAST or name not in found):
                 found[name] = float(stamp)
     return found
 
