@@ -40,8 +40,9 @@ class HospitalData:
     table: HospitalTable
     split: Split
     pipeline: str
-    _features: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, init=False, repr=False,
-                                                                compare=False)
+    # The last features() result, keyed by its preprocessing's JSON.
+    _features: tuple[str, tuple[np.ndarray, np.ndarray]] | None = field(default=None, init=False, repr=False,
+                                                                         compare=False)
 
     @property
     def train_frame(self) -> pd.DataFrame:
@@ -90,9 +91,9 @@ class HospitalData:
         simulation actor) transforms its rows once instead of on every message.
         """
         key = json.dumps(pre.to_dict(), sort_keys=True)
-        if key not in self._features:
-            self._features = {key: (pre.transform(self.train_frame), pre.transform(self.test_frame))}
-        return self._features[key]
+        if self._features is None or self._features[0] != key:
+            self._features = (key, (pre.transform(self.train_frame), pre.transform(self.test_frame)))
+        return self._features[1]
 
 
 @functools.lru_cache(maxsize=8)

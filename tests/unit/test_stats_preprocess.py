@@ -93,3 +93,15 @@ def test_split_seed_changes_the_split(data_dir: Path) -> None:
     b = load_hospital(data_dir / "processed.hungarian.data", seed=7, pipeline="project")
     assert set(a.split.test) != set(b.split.test)
     assert abs(a.y_test.mean() - b.y_test.mean()) < 0.02  # stratified
+
+
+def test_features_are_kept_for_the_same_preprocessing_and_redone_for_another(hospitals) -> None:
+    one = fstats.GlobalStats.from_totals(fstats.combine(h.statistics() for h in hospitals))
+    other = fstats.GlobalStats.from_totals(hospitals[0].statistics())  # cleveland's own statistics
+    cleveland = hospitals[0]
+    first = cleveland.features(project_preprocessor(one))
+    assert cleveland.features(project_preprocessor(one)) is first  # an equal preprocessing: kept
+    again = cleveland.features(project_preprocessor(other))
+    assert again is not first
+    expected = project_preprocessor(other).transform(cleveland.train_frame)
+    assert np.array_equal(again[0], expected)
