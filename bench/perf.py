@@ -1,6 +1,7 @@
 """Performance benchmark: what a fedheart round costs against Flower's floor and the compute floor.
 
     python bench/perf.py --out bench/results/perf [--rounds 15] [--hospitals 4] [--repeat 3] [--skip a,b,c]
+                         [--before ../before] [--keep DIR]
 
 Side by side, in one run:
   (a) fedheart's default simulation (4 hospitals, 15 rounds) through a real simulation SuperLink;
@@ -11,7 +12,11 @@ Side by side, in one run:
 For each: wall time (``flwr run`` started until its log stream ends with the run; the median of
 ``--repeat`` runs, (a) and (b) alternated), seconds per round, CPU seconds and peak RSS of the
 whole process tree (the SuperLink and every descendant, sampled from /proc), and the ratios a/b
-and a/c. The run's end is taken from ``flwr run --stream``, not by polling ``flwr ls``: each
+and a/c, and where the CPU went: each process group's CPU seconds (the simulation process with
+the ServerApp, Ray's services, the Ray workers running the ClientApps, the SuperLink) between the
+milestones of the run's log. ``--before DIR`` adds (a) from another copy of the code (e.g. a git
+worktree of an older commit) to every repeat, for a before/after under the same machine load.
+The run's end is taken from ``flwr run --stream``, not by polling ``flwr ls``: each
 ``flwr ls`` is a Python process of about 2 CPU-s that would compete with the run it measures.
 The machine load (``os.getloadavg``) is recorded before and after each measurement: run it under
 the e2e lock on a shared machine (``flock /tmp/fedheart-e2e.lock ...``).
@@ -66,8 +71,25 @@ def _proc_table() -> dict[int, tuple[int, float, int]]:
     return table
 
 
+# Process groups of a simulation, by command line (first match): where the CPU goes in a run.
+GROUPS = (("flwr-simulation", "simulation"),  # the ServerApp and the code that drives Ray, one process
+          ("default_worker.py", "ray workers"), ("ray::", "ray workers"),  # the actors run the ClientApps
+          ("/ray/", "ray services"), ("gcs_server", "ray services"), ("raylet", "ray services"),
+          ("flower-superlink", "superlink"))
+
+
+def _group(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return "other"
+    return next((group for key, group in GROUPS if key in cmdline), "other")
+
+
 class TreeSampler:
-    """Samples a process tree every ``interval`` s: the last CPU time of every process seen, peak RSS sum.
+    """Samples a process tree every ``interval`` s: the last CPU time of every process seen, peak RSS
+    sum, and a timeline of the CPU seconds used so far by each process group (:data:`GROUPS`).
 
     A process that lives less than one interval may be missed; the SuperLink, the simulation
     process and the Ray workers live for the whole run.
@@ -76,8 +98,11 @@ class TreeSampler:
     def __init__(self, root: int, interval: float = 0.25) -> None:
         self.root, self.interval = root, interval
         self.cpu: dict[int, float] = {}
+        self.groups: dict[int, str] = {}
+        self.timeline: list[dict[str, float]] = []  # {"t": seconds since start, group: CPU seconds so far}
         self.peak_rss = 0
         self.peak_processes = 0
+        self._started = time.perf_counter()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
@@ -86,8 +111,14 @@ class TreeSampler:
         tree = {self.root, *descendants(self.root, {pid: row[0] for pid, row in table.items()})} & table.keys()
         for pid in tree:
             self.cpu[pid] = table[pid][1]
+            if pid not in self.groups:
+                self.groups[pid] = _group(pid)
         self.peak_rss = max(self.peak_rss, sum(table[p][2] for p in tree))
         self.peak_processes = max(self.peak_processes, len(tree))
+        point = {"t": round(time.perf_counter() - self._started, 2)}
+        for pid, cpu in self.cpu.items():
+            point[self.groups[pid]] = round(point.get(self.groups[pid], 0.0) + cpu, 2)
+        self.timeline.append(point)
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
@@ -181,6 +212,7 @@ def measure_flower(name: str, *, app_dir: Path, supernodes: int, run_config: dic
         assert link.process is not None
         with TreeSampler(link.process.popen.pid) as tree:
             started, started_epoch = time.perf_counter(), time.time()
+            tree_offset = started - tree._started  # the timeline's seconds since `flwr run` started
             log = StampedLog(workdir / f"{name}.log", started)
             # Wait on `flwr run --stream` (it ends when the run has finished), not by polling `flwr ls`:
             # every `flwr ls` is a Python process of ~2 CPU-s that would compete with the run measured.
@@ -191,6 +223,7 @@ def measure_flower(name: str, *, app_dir: Path, supernodes: int, run_config: dic
             finally:
                 log.close()
             row["wall_s"] = time.perf_counter() - started
+            row["started_epoch"] = started_epoch
         record = wait_for_run(link, run_id, timeout=60)  # the stream has ended: one `flwr ls`
         row["finished_s"] = _epoch(record.get("finished-at")) - started_epoch
         if record.get("status") != "finished:completed":
@@ -198,6 +231,7 @@ def measure_flower(name: str, *, app_dir: Path, supernodes: int, run_config: dic
                                f"\n{link.process.log_tail()}")
         row |= {"run_id": run_id, "elapsed_s": record.get("elapsed"), "cpu_s": tree.cpu_seconds,
                 "peak_rss_mb": tree.peak_rss / 2**20, "peak_processes": tree.peak_processes,
+                "cpu_timeline": [{**p, "t": round(p["t"] - tree_offset, 2)} for p in tree.timeline],
                 "flwr_compute_s": (record.get("compute-time") or {}).get("total-seconds"),
                 "traffic_bytes": (record.get("network-traffic") or {}).get("total-bytes")}
     return row
@@ -447,14 +481,48 @@ def summarize(rows: dict[str, dict]) -> dict[str, Any]:
         # compare steady rounds.
         row["steady_round_s"] = sorted(row["round_s"][1:])[len(row["round_s"][1:]) // 2] if len(
             row.get("round_s", [])) > 1 else row["round_s_mean"]
-    a, b, c = rows.get("a"), rows.get("b"), rows.get("c")
+    a, b, c, before = rows.get("a"), rows.get("b"), rows.get("c"), rows.get("before")
     ratios: dict[str, float] = {}
     for key in ("wall_s", "steady_round_s", "cpu_s", "peak_rss_mb"):
         if a and b:
             ratios[f"a/b {key}"] = a[key] / b[key]
+        if before and b:
+            ratios[f"before/b {key}"] = before[key] / b[key]
+        if a and before:
+            ratios[f"a/before {key}"] = a[key] / before[key]
         if a and c:
             ratios[f"a/c {key}"] = a[key] / c[key]
     return ratios
+
+
+def cpu_by_phase(row: dict[str, Any]) -> list[tuple[str, float, dict[str, float]]]:
+    """CPU seconds each process group used between consecutive milestones: (until, seconds, by group)."""
+    timeline = row["cpu_timeline"]
+    marks = sorted([*row["milestones_s"].items(), ("stream ended", row["wall_s"])], key=lambda kv: kv[1])
+
+    def at(t: float) -> dict[str, float]:
+        before = [p for p in timeline if p["t"] <= t]
+        return before[-1] if before else {}
+
+    phases, last_t, last = [], 0.0, at(0.0)
+    for name, t in marks:
+        now = at(t)
+        groups = {k: now.get(k, 0.0) - last.get(k, 0.0) for k in now if k != "t"}
+        phases.append((name, t - last_t, {k: v for k, v in groups.items() if v >= 0.05}))
+        last_t, last = t, now
+    return phases
+
+
+def cpu_by_phase_table(key: str, row: dict[str, Any]) -> list[str]:
+    phases = cpu_by_phase(row)
+    groups = sorted({g for _, _, by in phases for g in by})
+    lines = [f"({key}) CPU seconds by process group, from the previous milestone to each (all cores together; "
+             "`cpu_timeline` in the JSON):", "",
+             "| until | wall s | " + " | ".join(groups) + " | all |", "|---|---:|" + "---:|" * (len(groups) + 1)]
+    for name, seconds, by in phases:
+        lines.append(f"| {name} | {seconds:.1f} | " + " | ".join(f"{by.get(g, 0.0):.1f}" for g in groups)
+                     + f" | {sum(by.values()):.1f} |")
+    return lines
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -491,6 +559,9 @@ def markdown(report: dict[str, Any]) -> str:
             marks = sorted(row["milestones_s"].items(), key=lambda kv: kv[1])
             marks.append(("stream ended", row["wall_s"]))
             lines.append(f"- ({key}) " + " · ".join(f"{name} {t:.1f}" for name, t in marks))
+    for key, row in timelines:
+        if row.get("cpu_timeline"):
+            lines += ["", *cpu_by_phase_table(key, row)]
     lines.append("\n(c) wall is the training process's own time (load + train + evaluate), without "
                  "Python start-up and imports (`import_s` in perf.json). RSS sums double-count shared pages.")
     return "\n".join(lines) + "\n"
@@ -510,11 +581,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="only measure a fresh ClientApp process's imports, N times")
     parser.add_argument("--app-root", type=Path, default=REPO_ROOT,
                         help="the code copy that (a) and --startup run (e.g. a git worktree of an older commit)")
+    parser.add_argument("--before", type=Path, metavar="APP_ROOT",
+                        help="also run (a) from this code copy in every repeat, alternated with the others "
+                             "(row 'before', ratio a/before): a before/after under the same machine load")
     parser.add_argument("--deploy", type=int, default=0, metavar="ROUNDS",
                         help="only measure the local TLS deployment (launcher.deploy) for ROUNDS rounds")
     parser.add_argument("--privacy", type=int, default=0, metavar="ROUNDS",
                         help="only measure DP-SGD / SecAgg+ costs against FedAvg (4, 16 clients) and message bytes")
     parser.add_argument("--render", action="store_true", help="only rewrite the markdown from --out's JSON")
+    parser.add_argument("--keep", type=Path, help="keep each repeat's logs and run folders under this folder")
     parser.add_argument("--pooled-child", nargs=2, type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.pooled_child:
@@ -547,15 +622,19 @@ def main(argv: list[str] | None = None) -> int:
         print(markdown(report))
         return 0
     skip = set(filter(None, args.skip.split(",")))
-    samples: dict[str, list[dict]] = {"a": [], "b": [], "c": []}
+    samples: dict[str, list[dict]] = {"a": [], "before": [], "b": [], "c": []}
     for i in range(args.repeat):  # alternated, so that a change in the machine's load hits both
         with tempfile.TemporaryDirectory(prefix="fedheart-perf-") as tmp:
-            work = Path(tmp)
+            work = args.keep / f"repeat-{i + 1}" if args.keep else Path(tmp)
+            work.mkdir(parents=True, exist_ok=True)
             if "b" not in skip:
                 samples["b"].append(run_floor(work, args.rounds, args.hospitals))
             if "a" not in skip:
                 samples["a"].append(run_fedheart(work, args.rounds, args.hospitals, args.overrides.split(),
                                                  app_root=args.app_root))
+            if args.before:
+                samples["before"].append(run_fedheart(work, args.rounds, args.hospitals, args.overrides.split(),
+                                                      name="a-before", app_root=args.before))
             if "c" not in skip and i == 0:
                 samples["c"].append(run_pooled(args.rounds, args.hospitals))
         for key, rows_ in samples.items():

@@ -31,6 +31,7 @@ def main(grid: Grid, context: Context) -> None:
     """Entry point of the aggregator. Any error ends the run as failed, with its message."""
     from fedheart.config import load_config
     from server_app.federation import Federation
+    from server_app.polling import PromptGrid
     from server_app.secagg import SecAggFederation
     from server_app.strategies import build_strategy
 
@@ -38,4 +39,4 @@ def main(grid: Grid, context: Context) -> None:
     cfg = load_config(str(context.run_config.get("overrides", "")))
     strategy = build_strategy(cfg)
     federation = SecAggFederation if cfg.aggregation.mode == "secagg" else Federation
-    federation(cfg, grid, strategy, run_id=context.run_id).run()
+    federation(cfg, PromptGrid(grid), strategy, run_id=context.run_id).run()
