@@ -26,6 +26,7 @@ Writes ``perf.json`` and ``perf.md`` under --out. Scale, start-up and privacy co
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -102,7 +103,7 @@ class TreeSampler:
         self.timeline: list[dict[str, float]] = []  # {"t": seconds since start, group: CPU seconds so far}
         self.peak_rss = 0
         self.peak_processes = 0
-        self._started = time.perf_counter()
+        self.started = time.perf_counter()  # the timeline's origin (``time.perf_counter``)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
@@ -115,7 +116,7 @@ class TreeSampler:
                 self.groups[pid] = _group(pid)
         self.peak_rss = max(self.peak_rss, sum(table[p][2] for p in tree))
         self.peak_processes = max(self.peak_processes, len(tree))
-        point = {"t": round(time.perf_counter() - self._started, 2)}
+        point = {"t": round(time.perf_counter() - self.started, 2)}
         for pid, cpu in self.cpu.items():
             point[self.groups[pid]] = round(point.get(self.groups[pid], 0.0) + cpu, 2)
         self.timeline.append(point)
@@ -212,7 +213,7 @@ def measure_flower(name: str, *, app_dir: Path, supernodes: int, run_config: dic
         assert link.process is not None
         with TreeSampler(link.process.popen.pid) as tree:
             started, started_epoch = time.perf_counter(), time.time()
-            tree_offset = started - tree._started  # the timeline's seconds since `flwr run` started
+            tree_offset = started - tree.started  # the timeline's seconds since `flwr run` started
             log = StampedLog(workdir / f"{name}.log", started)
             # Wait on `flwr run --stream` (it ends when the run has finished), not by polling `flwr ls`:
             # every `flwr ls` is a Python process of ~2 CPU-s that would compete with the run measured.
@@ -337,10 +338,27 @@ print(json.dumps({{"import_s": imported, "first_step_s": time.perf_counter() - t
 """
 
 
-def startup(repeats: int = 3, app_root: Path = REPO_ROOT) -> dict[str, Any]:
-    """What a fresh ClientApp process pays before a train message's own work (:data:`STARTUP_PROBE`).
+# Packages whose import cost --startup reports (cumulative, so sklearn includes the scipy.stats it imports).
+IMPORT_BREAKDOWN = ("flwr", "torch", "sklearn", "scipy.stats", "pandas", "client_app.handlers")
 
-    A SuperNode (deployment, ``--isolation subprocess``) starts one such process per message.
+
+def import_breakdown(importtime: str) -> dict[str, float]:
+    """Cumulative seconds of each :data:`IMPORT_BREAKDOWN` package from ``python -X importtime``'s
+    stderr (``import time: self [us] | cumulative | name``; a module is listed once, at its first import)."""
+    out: dict[str, float] = {}
+    for line in importtime.splitlines():
+        parts = line.removeprefix("import time:").split("|")
+        if len(parts) == 3 and parts[2].strip() in IMPORT_BREAKDOWN and parts[1].strip().isdigit():
+            out.setdefault(parts[2].strip(), int(parts[1]) / 1e6)
+    return out
+
+
+def startup(repeats: int = 3, app_root: Path = REPO_ROOT) -> dict[str, Any]:
+    """What a fresh ClientApp process pays before a train message's own work (:data:`STARTUP_PROBE`),
+    with the import time of the heavy packages (``-X importtime``, which adds a little overhead).
+
+    A SuperNode (deployment, ``--isolation subprocess``) starts one such process per message; a
+    simulation's Ray actor pays the same imports once, on its first message.
     ``app_root``: another copy of the code (e.g. the state before a change) to compare.
     """
     row: dict[str, Any] = {"name": "clientapp-import", "app_root": str(app_root), "runs": []}
@@ -348,17 +366,22 @@ def startup(repeats: int = 3, app_root: Path = REPO_ROOT) -> dict[str, Any]:
         for _ in range(repeats):
             before = resource.getrusage(resource.RUSAGE_CHILDREN)
             started = time.perf_counter()
-            out = subprocess.run([sys.executable, "-c", STARTUP_PROBE], cwd=app_root, capture_output=True,
-                                 text=True, check=True, env={**os.environ, "PYTHONPATH": str(app_root)})
+            out = subprocess.run([sys.executable, "-X", "importtime", "-c", STARTUP_PROBE], cwd=app_root,
+                                 capture_output=True, text=True, check=True,
+                                 env={**os.environ, "PYTHONPATH": str(app_root)})
             after = resource.getrusage(resource.RUSAGE_CHILDREN)
             probe = json.loads(out.stdout.strip().splitlines()[-1])
             row["runs"].append({"process_wall_s": time.perf_counter() - started, "import_s": probe["import_s"],
                                 "first_step_s": probe["first_step_s"],
                                 "cpu_s": (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime),
-                                "max_rss_mb": after.ru_maxrss / 1024})
+                                "max_rss_mb": after.ru_maxrss / 1024,
+                                "import_breakdown_s": import_breakdown(out.stderr)})
             row["heavy_modules"] = probe["heavy"]
     for key in ("process_wall_s", "import_s", "first_step_s", "cpu_s"):
         row[f"{key}_median"] = sorted(r[key] for r in row["runs"])[len(row["runs"]) // 2]
+    row["import_breakdown_s_median"] = {
+        name: sorted(r["import_breakdown_s"].get(name, 0.0) for r in row["runs"])[len(row["runs"]) // 2]
+        for name in IMPORT_BREAKDOWN}
     return row
 
 
@@ -495,10 +518,15 @@ def summarize(rows: dict[str, dict]) -> dict[str, Any]:
     return ratios
 
 
+def timeline_marks(row: dict[str, Any]) -> list[tuple[str, float]]:
+    """A run's milestones in time order, ending with the end of its log stream."""
+    return sorted([*row["milestones_s"].items(), ("stream ended", row["wall_s"])], key=lambda kv: kv[1])
+
+
 def cpu_by_phase(row: dict[str, Any]) -> list[tuple[str, float, dict[str, float]]]:
     """CPU seconds each process group used between consecutive milestones: (until, seconds, by group)."""
     timeline = row["cpu_timeline"]
-    marks = sorted([*row["milestones_s"].items(), ("stream ended", row["wall_s"])], key=lambda kv: kv[1])
+    marks = timeline_marks(row)
 
     def at(t: float) -> dict[str, float]:
         before = [p for p in timeline if p["t"] <= t]
@@ -556,9 +584,7 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append("\nTimelines of the median runs, seconds since `flwr run` was started (when each line of the "
                      "run's log arrived; Flower streams the log in batches, so up to ~0.5 s late):\n")
         for key, row in timelines:
-            marks = sorted(row["milestones_s"].items(), key=lambda kv: kv[1])
-            marks.append(("stream ended", row["wall_s"]))
-            lines.append(f"- ({key}) " + " · ".join(f"{name} {t:.1f}" for name, t in marks))
+            lines.append(f"- ({key}) " + " · ".join(f"{name} {t:.1f}" for name, t in timeline_marks(row)))
     for key, row in timelines:
         if row.get("cpu_timeline"):
             lines += ["", *cpu_by_phase_table(key, row)]
@@ -592,6 +618,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", type=Path, help="keep each repeat's logs and run folders under this folder")
     parser.add_argument("--pooled-child", nargs=2, type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    for option, root in (("--app-root", args.app_root), ("--before", args.before)):
+        if root is not None and not (root / "pyproject.toml").is_file():
+            parser.error(f"{option} {root}: no pyproject.toml there; give a copy of the app "
+                         "(e.g. `git worktree add ../before <commit>`)")
     if args.pooled_child:
         pooled_child(*args.pooled_child)
         return 0
@@ -624,8 +654,9 @@ def main(argv: list[str] | None = None) -> int:
     skip = set(filter(None, args.skip.split(",")))
     samples: dict[str, list[dict]] = {"a": [], "before": [], "b": [], "c": []}
     for i in range(args.repeat):  # alternated, so that a change in the machine's load hits both
-        with tempfile.TemporaryDirectory(prefix="fedheart-perf-") as tmp:
-            work = args.keep / f"repeat-{i + 1}" if args.keep else Path(tmp)
+        keep = args.keep / f"repeat-{i + 1}" if args.keep else None
+        with contextlib.nullcontext(str(keep)) if keep else tempfile.TemporaryDirectory(prefix="fedheart-perf-") as tmp:
+            work = Path(tmp)
             work.mkdir(parents=True, exist_ok=True)
             if "b" not in skip:
                 samples["b"].append(run_floor(work, args.rounds, args.hospitals))
