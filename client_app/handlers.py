@@ -5,12 +5,14 @@ torch, pandas and scikit-learn imports)."""
 from __future__ import annotations
 
 import os
-from typing import Any
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 
-from client_app.privacy import load_ledger, save_ledger
+from client_app.gate import Session, Where, handle
 from fedheart.hospital import (
     HospitalData,
     evaluate_round,
@@ -21,54 +23,61 @@ from fedheart.hospital import (
 )
 from fedheart.preprocess import Preprocessor
 from fedheart.protocol import parse_model, parse_privacy, parse_train
+from fedheart.safeguard.policy import Refused
 from fedheart.schema import hospital
-from fedheart.sources import hospital_file, partition_file
+from fedheart.sources import DataNotFoundError, hospital_file, partition_file
 from fedheart.stats import GlobalStats
 from fedheart.tracking import track_hospital
+
+if TYPE_CHECKING:
+    from fedheart.privacy.dpsgd import DPSettings
 
 if "OMP_NUM_THREADS" not in os.environ:  # Ray sets it to 1 in simulation; a SuperNode's ClientApp does not
     # Tiny models: with 2 intra-op threads on 2 shared cores one SGD step took ~15x longer (bench/results/perf).
     torch.set_num_threads(1)
 
 
-def _hospital(context: Context, config: dict[str, Any]) -> HospitalData:
-    """This node's data: ``data-path`` from --node-config, else the simulation partition."""
+def _where(context: Context, config: dict[str, Any]) -> Where:
+    """This node's data file: ``data-path`` from --node-config, else the simulation partition."""
     node = context.node_config
     if "data-path" in node:
-        path, name = str(node["data-path"]), str(node.get("hospital", "")) or None
-    elif config.get("partition-dir"):  # data.partition_dir: the i-th file of a folder (e.g. synthetic)
+        path = str(node["data-path"])
+        return Where(path, str(node.get("hospital", "")) or Path(path).stem)
+    if config.get("partition-dir"):  # data.partition_dir: the i-th file of a folder (e.g. synthetic)
         file = partition_file(str(config["partition-dir"]), int(node["partition-id"]))
-        path, name = str(file), file.stem
-    else:
-        keys = str(config["hospitals"]).split(",")
-        pid = int(node["partition-id"])
-        if pid >= len(keys):
-            raise ValueError(f"partition {pid} has no hospital: data.hospitals lists only {keys}")
-        h = hospital(keys[pid])
-        path = str(hospital_file(h, str(config["data-root"]) or None,
-                                 allow_download=bool(config["data-download"]),
-                                 base_url=str(config["data-url"])))
-        name = h.key if keys.count(h.key) == 1 else f"{h.key}-{pid}"  # a listed-twice file: own name
-    return load_hospital(path, seed=int(config["split-seed"]), pipeline=str(config["pipeline"]),
-                         train_fraction=float(config["train-fraction"]), name=name)
+        return Where(str(file), file.stem)
+    keys = str(config["hospitals"]).split(",")
+    pid = int(node["partition-id"])
+    if pid >= len(keys):
+        raise DataNotFoundError(f"partition {pid} has no hospital: data.hospitals lists only {keys}")
+    h = hospital(keys[pid])
+    path = str(hospital_file(h, str(config["data-root"]) or None, allow_download=bool(config["data-download"]),
+                             base_url=str(config["data-url"])))
+    return Where(path, h.key if keys.count(h.key) == 1 else f"{h.key}-{pid}")  # a listed-twice file: own name
 
 
-def _setup(msg: Message, context: Context) -> tuple[HospitalData, Preprocessor, dict[str, Any]]:
-    config = dict(msg.content["config"])
-    data = _hospital(context, config)
-    stats = str(config.get("preprocessing", ""))
-    return data, data.preprocessor(GlobalStats.from_json(stats) if stats else None), config
+def _data(s: Session) -> HospitalData:
+    return load_hospital(s.where.path, seed=int(s.config["split-seed"]), pipeline=str(s.config["pipeline"]),
+                         train_fraction=float(s.config["train-fraction"]), name=s.where.name)
+
+
+def _setup(s: Session) -> tuple[HospitalData, Preprocessor]:
+    data = _data(s)
+    stats = str(s.config.get("preprocessing", ""))
+    return data, data.preprocessor(GlobalStats.from_json(stats) if stats else None)
 
 
 def _weights(msg: Message) -> dict:
     return {k: v.numpy() for k, v in msg.content["arrays"].items()}
 
 
-def _track(context: Context, config: dict[str, Any], data: HospitalData, phase: str, metrics: dict) -> None:
+def _track(s: Session, data: HospitalData, phase: str, metrics: dict) -> None:
     """Log this reply's numbers to the hospital's tracking run; a failure is reported once per run."""
+    context = s.context
     state = context.state.config_records.get("tracking")  # kept by the SuperNode across messages
     known = str(state["error"]) if state and "error" in state else None
-    error = track_hospital(config, data.name, len(data.y_train), phase, metrics, error=known)
+    rows = round(s.run.public_rows) if s.run is not None and s.run.public_rows is not None else len(data.y_train)
+    error = track_hospital(s.config, data.name, rows, phase, metrics, error=known)
     if error and error != known:
         context.state["tracking"] = ConfigRecord({"error": error})
 
@@ -78,51 +87,105 @@ def _info(data: HospitalData) -> ConfigRecord:
     return ConfigRecord({"hospital": data.name})
 
 
+def _dp(s: Session) -> DPSettings | None:
+    """DP-SGD settings of the accepted request; under a policy, its noise floor and the run's reservation."""
+    dp = parse_privacy(s.config)
+    if dp is None or s.policy is None or s.run is None:
+        return dp
+    run, policy = s.run, s.policy
+    if not run.reserved:
+        s.book.reserve(run, float(dp.epsilon or policy.max_epsilon_per_run), policy.delta,  # type: ignore[union-attr]
+                       policy.lifetime_epsilon)
+    evaluations = max(policy.max_evaluations_per_run - run.evaluations, 0) if policy.evaluation == "dp" else 0
+    reserved = ((policy.evaluation_noise_multiplier, 1.0, evaluations),) if evaluations else ()
+    return replace(dp, epsilon=min(float(dp.epsilon or run.reserved), run.reserved), delta=run.delta,
+                   min_noise_multiplier=policy.min_noise_multiplier, reserved=reserved)
+
+
 def statistics(msg: Message, context: Context) -> Message:
     """Sufficient statistics of the training rows (counts, sums, sums of squares, category counts)."""
-    config = dict(msg.content["config"])
-    data = _hospital(context, config)
-    dp = parse_privacy(config)  # DP-SGD: a Gaussian release, recorded in the hospital's ledger
-    ledger = load_ledger(context) if dp else None
-    stats = data.statistics(dp, ledger)
+    return handle("query.stats", msg, context, _where, _statistics)
+
+
+def _statistics(s: Session) -> RecordDict:
+    data = _data(s)
+    dp = _dp(s)
+    if s.run is not None and s.policy is not None:
+        if s.run.statistics:
+            raise Refused("statistics", f"a second statistics release in run {s.run.run_id}", "once per run")
+        s.run.statistics = True
+    ledger = s.ledger() if dp else None  # DP-SGD: a Gaussian release, recorded in the hospital's ledger
+    stats = data.statistics(dp, ledger, count=s.policy is not None)
     if ledger is not None:
-        save_ledger(context, ledger)
-    content = RecordDict({"stats": MetricRecord(stats),
-                          "info": _info(data)})
-    return Message(content, reply_to=msg)
+        s.keep(ledger)
+        if s.run is not None and s.policy is not None:
+            s.run.public_rows = float(stats["n"])
+    return RecordDict({"stats": MetricRecord(stats), "info": _info(data)})
 
 
 def train(msg: Message, context: Context) -> Message:
     """One round of local training from the global model (DP-SGD when privacy.mode is dp-sgd)."""
-    data, pre, config = _setup(msg, context)
-    dp = parse_privacy(config)
-    ledger = load_ledger(context) if dp else None  # cumulative privacy accounting across rounds
-    weights, metrics = train_round(data, pre, _weights(msg), parse_model(config), parse_train(config),
-                                   seed=int(config["seed"]),
-                                   server_round=int(config["server-round"]), dp=dp, ledger=ledger)
+    return handle("train", msg, context, _where, _train)
+
+
+def _train(s: Session) -> RecordDict:
+    data, pre = _setup(s)
+    dp = _dp(s)
+    public_rows = None
+    if dp is not None and s.policy is not None:
+        public_rows = s.run.public_rows if s.run is not None else None
+        if public_rows is None:
+            raise Refused("statistics", "training before this run's statistics release", "statistics first")
+    ledger = s.ledger() if dp else None  # cumulative privacy accounting across rounds
+    weights, metrics = train_round(data, pre, _weights(s.msg), parse_model(s.config), parse_train(s.config),
+                                   seed=int(s.config["seed"]), server_round=int(s.config["server-round"]), dp=dp,
+                                   ledger=ledger, public_rows=public_rows)
     if ledger is not None:
-        save_ledger(context, ledger)
-    _track(context, config, data, "train", metrics)
+        s.keep(ledger)
+    _track(s, data, "train", metrics)
     arrays = ArrayRecord({k: Array(v) for k, v in weights.items()})
-    content = RecordDict({"arrays": arrays, "metrics": MetricRecord(metrics), "info": _info(data)})
-    return Message(content, reply_to=msg)
+    return RecordDict({"arrays": arrays, "metrics": MetricRecord(metrics), "info": _info(data)})
 
 
 def evaluate(msg: Message, context: Context) -> Message:
     """Loss, ROC AUC, accuracy and score histograms of the global model on the test rows."""
-    data, pre, config = _setup(msg, context)
-    metrics = evaluate_round(data, pre, _weights(msg), parse_model(config))
-    _track(context, config, data, "evaluate", metrics)
-    return Message(RecordDict({"metrics": MetricRecord(metrics), "info": _info(data)}), reply_to=msg)
+    return handle("evaluate", msg, context, _where, _evaluate)
+
+
+def _evaluate(s: Session) -> RecordDict:
+    data, pre = _setup(s)
+    private = s.policy is not None and s.policy.evaluation == "dp" and s.run is not None
+    if private:
+        run, policy = s.run, s.policy
+        assert run is not None and policy is not None and s.book is not None
+        if not run.reserved:
+            s.book.reserve(run, policy.max_epsilon_per_run, policy.delta, policy.lifetime_epsilon)
+        ledger = s.ledger()
+        if ledger.would_exceed((policy.evaluation_noise_multiplier, 1.0, 1), run.delta, run.reserved):
+            raise Refused("privacy.max-epsilon-per-run", f"an evaluation after epsilon {run.epsilon:.3f}",
+                          f"{run.reserved:g} for this run")
+        metrics = evaluate_round(data, pre, _weights(s.msg), parse_model(s.config),
+                                 dp=(policy.evaluation_noise_multiplier, ledger))
+        s.keep(ledger)
+    else:
+        metrics = evaluate_round(data, pre, _weights(s.msg), parse_model(s.config))
+    if s.run is not None:
+        s.run.evaluations += 1
+    _track(s, data, "evaluate", metrics)
+    return RecordDict({"metrics": MetricRecord(metrics), "info": _info(data)})
 
 
 def baseline(msg: Message, context: Context) -> Message:
     """Majority-class and local-only baselines on this hospital's own data."""
-    if parse_privacy(dict(msg.content["config"])) is not None:  # DP-SGD: they would release training rows
-        return Message(RecordDict({"metrics": MetricRecord({})}), reply_to=msg)  # outside the budget
-    data, pre, config = _setup(msg, context)
+    return handle("query.baseline", msg, context, _where, _baseline)
+
+
+def _baseline(s: Session) -> RecordDict:
+    if parse_privacy(s.config) is not None:  # DP-SGD: they would release training rows outside the budget
+        return RecordDict({"metrics": MetricRecord({})})
+    data, pre = _setup(s)
     metrics = majority_baseline(data)
-    if config.get("baseline.local-only", True):
-        metrics |= local_only_baseline(data, pre, _weights(msg), parse_model(config), parse_train(config),
-                                       rounds=int(config["baseline.rounds"]), seed=int(config["seed"]))
-    return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)
+    if s.config.get("baseline.local-only", True):
+        metrics |= local_only_baseline(data, pre, _weights(s.msg), parse_model(s.config), parse_train(s.config),
+                                       rounds=int(s.config["baseline.rounds"]), seed=int(s.config["seed"]))
+    return RecordDict({"metrics": MetricRecord(metrics)})

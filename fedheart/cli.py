@@ -3,6 +3,10 @@
     fedheart validate PATH [PATH ...]   check hospital files before joining a federation
     fedheart report RUN_DIR             regenerate a run's report (plots and summary)
     fedheart check-config [OVERRIDE ...] check Hydra overrides as the server would, contacting nobody
+    fedheart check-policy FILE          check a hospital policy file
+    fedheart budget STATE_DIR           privacy budget spent and left, per data file and per run
+    fedheart audit show STATE_DIR [--run RUN_ID]   the hospital's audit trail, readably
+    fedheart audit verify STATE_DIR     exit 0 if the audit trail is intact, else name the first bad line
 """
 
 from __future__ import annotations
@@ -56,6 +60,58 @@ def check_config(overrides: Sequence[str]) -> int:
     return 0
 
 
+def check_policy(path: str) -> int:
+    """Parse a policy file as a SuperNode would; exit 2 naming file, line, key and value on error."""
+    from fedheart.safeguard.policy import PolicyError, load_policy
+
+    try:
+        policy = load_policy(path)
+    except PolicyError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"policy OK: {path}")
+    for key, value in vars(policy).items():
+        if key != "path":
+            print(f"  {key.replace('_', '-')}: {value}")
+    return 0
+
+
+def budget(state_dir: str, limit: float | None = None) -> int:
+    """Spent and reserved epsilon per data file and run (``--lifetime`` shows what is left)."""
+    from pathlib import Path
+
+    from fedheart.safeguard.budget import books
+
+    found = books(Path(state_dir))
+    if not found:
+        print(f"{state_dir}: no privacy ledger (no DP release recorded here)")
+        return 0
+    for book in found:
+        s = book.summary()
+        left = f", left {max(limit - s['lifetime'], 0):.4f} of {limit:g}" if limit is not None else ""
+        print(f"data file {s['data_name'] or '?'} (sha256 {s['data_sha256'][:16]}...): lifetime epsilon charged "
+              f"{s['lifetime']:.4f}{left}")
+        print(f"  {'run':<22} {'started':<26} {'reserved':>9} {'spent':>9} {'delta':>8} stats evals")
+        for r in s["runs"]:
+            print(f"  {r['run']:<22} {r['started']:<26} {r['reserved']:>9.4f} {r['spent']:>9.4f} {r['delta']:>8.1g} "
+                  f"{'yes' if r['statistics'] else 'no':>5} {r['evaluations']:>5}")
+    return 0
+
+
+def audit_command(action: str, state_dir: str, run: str | None = None) -> int:
+    from pathlib import Path
+
+    from fedheart.safeguard import audit
+
+    if action == "verify":
+        ok, message = audit.verify(Path(state_dir))
+        print(message, file=sys.stdout if ok else sys.stderr)
+        return 0 if ok else 1
+    for entry in audit.entries(Path(state_dir), run):
+        print(audit.format_entry(entry))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fedheart", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -67,7 +123,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_report.add_argument("run_dir", help="the run's output folder")
     p_check = sub.add_parser("check-config", help="check Hydra overrides without starting a run")
     p_check.add_argument("overrides", nargs="*", help="e.g. strategy=fedprox privacy=dp-sgd privacy.epsilon=3")
+    p_policy = sub.add_parser("check-policy", help="check a hospital policy file")
+    p_policy.add_argument("path", help="the policy YAML file")
+    p_budget = sub.add_parser("budget", help="privacy budget spent and left in a hospital's state folder")
+    p_budget.add_argument("state_dir", help="the SuperNode's node-config state-dir")
+    p_budget.add_argument("--policy", help="the hospital's policy file (to show what is left)")
+    p_audit = sub.add_parser("audit", help="show or verify a hospital's audit trail")
+    p_audit.add_argument("action", choices=["show", "verify"])
+    p_audit.add_argument("state_dir", help="the SuperNode's node-config state-dir")
+    p_audit.add_argument("--run", help="only this run id (show)")
     args = parser.parse_args(argv)
+    if args.command == "check-policy":
+        return check_policy(args.path)
+    if args.command == "budget":
+        limit = None
+        if args.policy:
+            from fedheart.safeguard.policy import PolicyError, load_policy
+
+            try:
+                limit = load_policy(args.policy).lifetime_epsilon
+            except PolicyError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 2
+        return budget(args.state_dir, limit)
+    if args.command == "audit":
+        return audit_command(args.action, args.state_dir, args.run)
     if args.command == "check-config":
         return check_config(args.overrides)
     if args.command == "validate":

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import functools
 import json
+import secrets
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -60,11 +61,12 @@ class HospitalData:
     def y_test(self) -> np.ndarray:
         return self.table.labels[self.split.test]
 
-    def statistics(self, dp: DPSettings | None = None, ledger: Ledger | None = None) -> dict[str, float]:
+    def statistics(self, dp: DPSettings | None = None, ledger: Ledger | None = None,
+                   count: bool = False) -> dict[str, float]:
         """Sufficient statistics of the training rows (see :mod:`fedheart.stats`).
 
         Under DP-SGD (``dp``) they are released with the Gaussian mechanism and the release is
-        recorded in ``ledger`` (see :mod:`fedheart.privacy.stats_dp`).
+        recorded in ``ledger`` (see :mod:`fedheart.privacy.stats_dp`); ``count``: with a noisy row count.
         """
         if dp is None:
             return fstats.local_stats(self.train_frame)
@@ -74,7 +76,7 @@ class HospitalData:
         from fedheart.privacy.stats_dp import noisy_stats
 
         rng = np.random.default_rng(seeds(dp, 0, zlib.crc32(self.name.encode()))[1])
-        return noisy_stats(self.train_frame, dp.stats_noise_multiplier, ledger, rng)
+        return noisy_stats(self.train_frame, dp.stats_noise_multiplier, ledger, rng, count=count)
 
     def preprocessor(self, global_stats: fstats.GlobalStats | None) -> Preprocessor:
         """The project pipeline needs the federated statistics; FLamby's is local."""
@@ -118,10 +120,11 @@ def _seed(*parts: int) -> int:
 
 def train_round(data: HospitalData, pre: Preprocessor, weights: Weights, spec: ModelSpec,
                 cfg: TrainConfig, *, seed: int, server_round: int, dp: DPSettings | None = None,
-                ledger: Ledger | None = None) -> tuple[Weights, dict[str, float]]:
+                ledger: Ledger | None = None, public_rows: float | None = None) -> tuple[Weights, dict[str, float]]:
     """Train the global model locally for one round; returns new weights and scalar metrics.
 
-    With ``dp`` the round is DP-SGD (Opacus), accounted in ``ledger`` (see :mod:`fedheart.privacy.dpsgd`).
+    With ``dp`` the round is DP-SGD (Opacus), accounted in ``ledger`` (see :mod:`fedheart.privacy.dpsgd`);
+    ``public_rows``: the noisy row count a policy released, used in place of the exact one.
     """
     model = build_model(spec.name, pre.num_features, hidden=spec.hidden, layers=spec.layers,
                         dropout=spec.dropout)
@@ -133,7 +136,7 @@ def train_round(data: HospitalData, pre: Preprocessor, weights: Weights, spec: M
         from fedheart.privacy.dpsgd import train_private
 
         metrics = train_private(model, x_train, data.y_train, cfg, dp, ledger, server_round=server_round,
-                                seed_parts=(seed, zlib.crc32(data.name.encode())))
+                                seed_parts=(seed, zlib.crc32(data.name.encode())), public_rows=public_rows)
         return get_weights(model), metrics
     loader = TensorBatches(x_train, data.y_train, cfg.batch_size,
                            seed=_seed(seed, server_round, zlib.crc32(data.name.encode())))
@@ -142,14 +145,22 @@ def train_round(data: HospitalData, pre: Preprocessor, weights: Weights, spec: M
                                 "num-examples": float(result.num_examples)}
 
 
-def evaluate_round(data: HospitalData, pre: Preprocessor, weights: Weights,
-                   spec: ModelSpec) -> dict[str, float | list[int]]:
-    """Evaluate the global model on the hospital's test rows; aggregate numbers only."""
+def evaluate_round(data: HospitalData, pre: Preprocessor, weights: Weights, spec: ModelSpec,
+                   dp: tuple[float, Ledger] | None = None) -> dict[str, float | list[int]] | dict[str, Any]:
+    """Evaluate the global model on the hospital's test rows; aggregate numbers only.
+
+    ``dp``: (noise multiplier, ledger): released through the Gaussian mechanism instead
+    (:mod:`fedheart.privacy.eval_dp`; fresh OS randomness), and recorded in the ledger.
+    """
     model = build_model(spec.name, pre.num_features, hidden=spec.hidden, layers=spec.layers,
                         dropout=spec.dropout)
     set_weights(model, weights)
     _, x_test = data.features(pre)
     result = evaluate(model, x_test, data.y_test)
+    if dp is not None:
+        from fedheart.privacy.eval_dp import noisy_evaluation
+
+        return noisy_evaluation(data.y_test, result.scores, dp[0], dp[1], np.random.default_rng(secrets.randbits(128)))
     pos, neg = score_histograms(data.y_test, result.scores)
     return {"loss": result.loss, "auc": result.auc, "accuracy": result.accuracy,
             "num-examples": float(result.num_examples), "hist-pos": pos, "hist-neg": neg}

@@ -43,8 +43,13 @@ def _atomic_write(path: Path, write: Any) -> None:
         raise
 
 
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` through a temp file, fsync and rename (never a torn file)."""
+    _atomic_write(path, lambda f: f.write(data))
+
+
 def write_text(path: Path, text: str) -> None:
-    _atomic_write(path, lambda f: f.write(text.encode()))
+    atomic_write_bytes(path, text.encode())
 
 
 def write_json(path: Path, data: Any) -> None:

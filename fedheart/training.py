@@ -34,13 +34,13 @@ class EvalResult:
     scores: np.ndarray  # predicted probabilities; stays on the hospital
 
 
-def _dataset(x: np.ndarray, y: np.ndarray) -> TensorDataset:
+def tensor_dataset(x: np.ndarray, y: np.ndarray) -> TensorDataset:
     return TensorDataset(torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y, dtype=torch.float32))
 
 
 def make_loader(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int) -> DataLoader:
     """A shuffling DataLoader over in-memory tensors, reproducible for a seed (what Opacus wraps)."""
-    dataset = _dataset(x, y)
+    dataset = tensor_dataset(x, y)
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(dataset, batch_size=min(batch_size, len(dataset)), shuffle=True, generator=generator)
 
@@ -54,7 +54,7 @@ class TensorBatches:
     """
 
     def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, seed: int) -> None:
-        self.dataset = _dataset(x, y)
+        self.dataset = tensor_dataset(x, y)
         sampler = RandomSampler(self.dataset, generator=torch.Generator().manual_seed(seed))
         self.batches = BatchSampler(sampler, batch_size=min(batch_size, len(self.dataset)), drop_last=False)
 

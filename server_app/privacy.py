@@ -34,6 +34,7 @@ from server_app.records import metrics_of
 log = logging.getLogger("fedheart.server")
 
 DEFAULT_KEY = "num-examples"
+DEFAULT_DELTA = 1e-5  # dp-sgd: a hospital policy may only make it smaller
 
 
 class BudgetExhausted(RuntimeError):
@@ -97,7 +98,7 @@ class PrivacyMonitor:
         p = self.cfg.privacy
         if self.mode == "dp-sgd":
             smallest = min(train_rows.values())
-            self.delta = p.delta or 0.1 / smallest
+            self.delta = p.delta or min(DEFAULT_DELTA, 0.1 / smallest)
             if self.delta >= 1 / smallest:
                 raise ConfigError(f"invalid value for 'privacy.delta': {self.delta:g} is not below 1 / {smallest}, "
                                   "the training rows of the smallest hospital; such a delta allows leaking a record")

@@ -57,19 +57,24 @@ class Ledger:
         else:
             self.history.append((float(noise_multiplier), float(sample_rate), int(steps)))
 
-    def would_exceed(self, entry: Entry, delta: float, budget: float | None) -> bool:
-        """Whether releasing ``entry`` next would take epsilon over ``budget`` (None: no budget)."""
-        return budget is not None and self.epsilon(delta, [entry]) > budget + BUDGET_SLACK
+    def would_exceed(self, entry: Entry, delta: float, budget: float | None,
+                     reserved: Iterable[Entry] = ()) -> bool:
+        """Whether releasing ``entry`` next (with the ``reserved`` releases still to come) would take
+        epsilon over ``budget`` (None: no budget)."""
+        return budget is not None and self.epsilon(delta, [entry, *reserved]) > budget + BUDGET_SLACK
 
 
 def calibrate_noise(target_epsilon: float, delta: float, sample_rate: float, steps: int,
-                    spent: Ledger, tolerance: float = 0.01) -> float:
+                    spent: Ledger, tolerance: float = 0.01, reserved: Iterable[Entry] = ()) -> float:
     """Noise multiplier that fits ``steps`` DP-SGD steps into ``target_epsilon`` on top of what
-    ``spent`` already holds (epsilon within ``tolerance`` below the target).
+    ``spent`` already holds and the ``reserved`` releases still to come (epsilon within ``tolerance``
+    below the target).
 
     Opacus' ``get_noise_multiplier`` (same RDP accountant) calibrates the training steps alone; if
     earlier releases are in the ledger, the noise is then raised by bisection until the total fits.
     """
+    if reserved:
+        spent = Ledger(history=[*spent.history, *reserved])
     already = spent.epsilon(delta)
     if already >= target_epsilon:
         raise BudgetError(f"epsilon {already:.3f} is already spent before training; privacy.epsilon="

@@ -7,8 +7,12 @@ indicator per category. A row's L2 norm is therefore at most ``SENSITIVITY = sqr
 bounds what adding or removing one row changes in the summed vector. Gaussian noise with standard
 deviation ``z * SENSITIVITY`` is added to every summed coordinate; that release costs the RDP
 history entry ``(z, 1.0, 1)``. The sums are then mapped back to the raw-unit statistics of
-:func:`fedheart.stats.local_stats` (post-processing, free). The row count ``n`` is sent exactly:
-it is public in this design (see docs/privacy.md).
+:func:`fedheart.stats.local_stats` (post-processing, free). Without a hospital policy the row count
+``n`` is sent exactly (public in that design); under a policy (``count=True``) every row adds one more
+coordinate equal to ``COUNT_SCALE``, so ``n`` is a noisy count released in the same mechanism
+(sensitivity ``sqrt(dim + COUNT_SCALE**2)``: the count's noise is about ``1.03 z`` rows, the other
+sums' about four times larger) and the hospital uses that count wherever it would have used ``n``
+(see docs/privacy.md).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from fedheart.stats import CATEGORICAL, NUMERIC, clean
 
 DIMENSION = 3 * len(NUMERIC) + sum(len(c) for c in CATEGORICAL.values())
 SENSITIVITY = math.sqrt(DIMENSION)  # every coordinate of a row's vector lies in [0, 1]
+COUNT_SCALE = 4 * SENSITIVITY  # a row's weight in the noisy count (count=True)
 
 
 def row_vectors(frame: pd.DataFrame) -> np.ndarray:
@@ -43,17 +48,21 @@ def row_vectors(frame: pd.DataFrame) -> np.ndarray:
 
 
 def noisy_stats(frame: pd.DataFrame, noise_multiplier: float, ledger: Ledger,
-                rng: np.random.Generator) -> dict[str, float]:
+                rng: np.random.Generator, count: bool = False) -> dict[str, float]:
     """The keys of :func:`fedheart.stats.local_stats`, released with the Gaussian mechanism.
 
+    ``count``: the row count ``n`` is released noisy in the same mechanism (at least 1) instead of exactly.
     Records the release in ``ledger`` before returning it.
     """
     if noise_multiplier <= 0:
         raise ValueError(f"privacy.stats_noise_multiplier must be > 0, got {noise_multiplier}")
-    totals = row_vectors(frame).sum(axis=0)
-    noisy = totals + rng.normal(0.0, noise_multiplier * SENSITIVITY, size=DIMENSION)
+    vectors = row_vectors(frame)
+    if count:
+        vectors = np.column_stack([vectors, np.full(len(vectors), COUNT_SCALE)])
+    sensitivity = math.sqrt(DIMENSION + COUNT_SCALE**2) if count else SENSITIVITY  # max row norm
+    noisy = vectors.sum(axis=0) + rng.normal(0.0, noise_multiplier * sensitivity, size=vectors.shape[1])
     ledger.record(noise_multiplier, 1.0, 1)
-    out: dict[str, float] = {"n": float(len(frame))}
+    out: dict[str, float] = {"n": max(float(noisy[-1]) / COUNT_SCALE, 1.0) if count else float(len(frame))}
     i = 0
     for col in NUMERIC:
         spec = FIELDS[col]
