@@ -69,7 +69,7 @@ class PrivacyConfig:
 
     mode: str = "none"
     epsilon: float | None = None  # dp-sgd: each hospital's budget for the run; central-fixed: the server's
-    delta: float | None = None  # null: 0.1 / smallest hospital's training rows (dp-sgd), 0.1 / min_hospitals
+    delta: float | None = None  # null: dp-sgd 1e-5 (or 0.1 / smallest hospital's rows); central 0.1 / min_hospitals
     noise_multiplier: float | None = None  # dp-sgd: null = calibrate to spend epsilon over the run
     max_grad_norm: float = 1.0  # dp-sgd: per-sample gradient clipping norm
     stats_noise_multiplier: float = 20.0  # dp-sgd: noise of the preprocessing statistics / their sensitivity

@@ -90,9 +90,12 @@ def test_adaptive_noise_that_flower_rejects_is_a_config_error() -> None:
                                     "privacy.noise_multiplier=1.0"]))
 
 
-def test_delta_defaults_below_one_over_the_smallest_hospital_and_is_checked() -> None:
+def test_delta_defaults_to_1e5_or_below_one_over_the_smallest_hospital_and_is_checked() -> None:
     monitor = PrivacyMonitor(load_config(["privacy=dp-sgd"]), strategy=None)  # type: ignore[arg-type]
-    assert monitor.start({"a": 200, "b": 80})["privacy.delta"] == pytest.approx(0.1 / 80)
+    assert monitor.start({"a": 200, "b": 80})["privacy.delta"] == pytest.approx(1e-5)
+    tiny = PrivacyMonitor(load_config(["privacy=dp-sgd"]), strategy=None)  # type: ignore[arg-type]
+    assert tiny.start({"a": 200, "b": 20_000})["privacy.delta"] == pytest.approx(1e-5)
+    assert tiny.start({"a": 2_000_000, "b": 500_000})["privacy.delta"] == pytest.approx(0.1 / 500_000)
     strict = PrivacyMonitor(load_config(["privacy=dp-sgd", "privacy.delta=0.02"]), strategy=None)  # type: ignore
     with pytest.raises(ConfigError, match=r"privacy\.delta.*1 / 80"):
         strict.start({"a": 200, "b": 80})
