@@ -32,7 +32,7 @@ from fedheart.safeguard import audit
 from fedheart.safeguard.apphash import app_identity
 from fedheart.safeguard.budget import BudgetBook, RunBudget
 from fedheart.safeguard.files import locked
-from fedheart.safeguard.policy import Policy, PolicyError, load_policy
+from fedheart.safeguard.policy import Policy, PolicyError, Refused, load_policy
 from fedheart.safeguard.request import Decision, check_request, requested
 from fedheart.safeguard.scrub import safe_reason
 
@@ -134,6 +134,8 @@ def handle(kind: str, msg: Message, context: Context, locate: Locate, work: Hand
     try:
         where = locate(context, sent)
         policy, state = _policy_and_state(context, where.name)
+        if policy is None:
+            _warn_trusted(where.name)
         if state is None:  # no state folder: today's behaviour, nothing recorded at the hospital
             session = Session(kind, msg, sent, where, context, policy)
             return _run(msg, session, work)
@@ -142,6 +144,13 @@ def handle(kind: str, msg: Message, context: Context, locate: Locate, work: Hand
     except Exception as exc:  # before the state folder could record it (policy file, data location)
         log.error("hospital: %s message failed: %s", kind, exc, exc_info=exc)
         return _error(msg, safe_reason(exc))
+
+
+@functools.lru_cache(maxsize=64)
+def _warn_trusted(name: str) -> None:
+    """Once per hospital and process: without a policy the aggregator decides what is released."""
+    log.warning("hospital %s: no hospital policy (node-config policy-path): the aggregator is trusted with every "
+                "privacy decision; see docs/privacy.md", name)
 
 
 def _run(msg: Message, session: Session, work: Handler) -> Message:
@@ -168,10 +177,13 @@ def _audited(msg: Message, context: Context, kind: str, sent: dict[str, Any], wh
         entry["decision"] = "accepted"
     except Exception as exc:
         reason = safe_reason(exc)
-        log.error("hospital %s: %s message refused or failed: %s", where.name, kind, exc, exc_info=exc)
+        refused = isinstance(exc, Refused | PolicyError)
+        if refused:
+            log.warning("hospital %s: %s message refused: %s", where.name, kind, exc)
+        else:
+            log.error("hospital %s: %s message failed: %s", where.name, kind, exc, exc_info=exc)
         reply = _error(msg, reason)
-        entry |= {"decision": "refused" if type(exc).__name__ in ("Refused", "PolicyError") else "failed",
-                  "reason": reason}
+        entry |= {"decision": "refused" if refused else "failed", "reason": reason}
     entry |= {"epsilon": run.epsilon, "lifetime": book.lifetime(), **session.record,
               "reply_sha256": _reply_digest(reply)}
     audit.append(state, entry)

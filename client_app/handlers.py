@@ -23,7 +23,7 @@ from fedheart.hospital import (
 )
 from fedheart.preprocess import Preprocessor
 from fedheart.protocol import parse_model, parse_privacy, parse_train
-from fedheart.safeguard.policy import Refused
+from fedheart.safeguard.policy import DEFAULT_DELTA, Refused
 from fedheart.schema import hospital
 from fedheart.sources import DataNotFoundError, hospital_file, partition_file
 from fedheart.stats import GlobalStats
@@ -90,7 +90,10 @@ def _info(data: HospitalData) -> ConfigRecord:
 def _dp(s: Session) -> DPSettings | None:
     """DP-SGD settings of the accepted request; under a policy, its noise floor and the run's reservation."""
     dp = parse_privacy(s.config)
-    if dp is None or s.policy is None or s.run is None:
+    if dp is None or s.run is None:
+        return dp
+    if s.policy is None:  # a state folder without a policy: the server's settings, kept on disk
+        s.run.delta = s.run.delta or dp.delta or DEFAULT_DELTA
         return dp
     run, policy = s.run, s.policy
     if not run.reserved:
@@ -115,6 +118,10 @@ def _statistics(s: Session) -> RecordDict:
             raise Refused("statistics", f"a second statistics release in run {s.run.run_id}", "once per run")
         s.run.statistics = True
     ledger = s.ledger() if dp else None  # DP-SGD: a Gaussian release, recorded in the hospital's ledger
+    if dp is not None and ledger is not None and s.run is not None and s.policy is not None \
+            and ledger.would_exceed((dp.stats_noise_multiplier, 1.0, 1), s.run.delta, s.run.reserved):
+        raise Refused("privacy.max-epsilon-per-run", f"statistics at noise {dp.stats_noise_multiplier:g}",
+                      f"{s.run.reserved:g} for this run")
     stats = data.statistics(dp, ledger, count=s.policy is not None)
     if ledger is not None:
         s.keep(ledger)

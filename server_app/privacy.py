@@ -29,12 +29,12 @@ from fedheart.config import CENTRAL_MODES, AppConfig, ConfigError
 from fedheart.privacy import EPSILON, EXHAUSTED
 from fedheart.privacy.stats_dp import pooled_noise_std
 from fedheart.protocol import EQUAL_WEIGHT, Scalar, privacy_settings
+from fedheart.safeguard.policy import DEFAULT_DELTA
 from server_app.records import metrics_of
 
 log = logging.getLogger("fedheart.server")
 
 DEFAULT_KEY = "num-examples"
-DEFAULT_DELTA = 1e-5  # dp-sgd: a hospital policy may only make it smaller
 
 
 class BudgetExhausted(RuntimeError):
@@ -154,8 +154,8 @@ class PrivacyMonitor:
             return None
         worst = max(self.epsilons.values())
         log.info("Round %d: privacy spent: epsilon %.4f (%s) at delta %g", server_round, worst,
-                 "largest over hospitals" if self.mode == "dp-sgd" else "hospital-level, server accountant",
-                 self.delta or 0.0)
+                 "largest over hospitals; a hospital policy's own delta may be smaller" if self.mode == "dp-sgd"
+                 else "hospital-level, server accountant", self.delta or 0.0)
         return worst
 
     def stop(self, reason: str) -> None:

@@ -17,6 +17,7 @@ import yaml
 
 MODES = ("none", "dp-sgd")  # weakest first; the central modes protect nothing at the record level here
 EVALUATION = ("full", "dp", "none")
+DEFAULT_DELTA = 1e-5  # the delta of a DP-SGD run unless the server or a policy asks a smaller one
 SECTIONS: dict[str, dict[str, str]] = {  # policy key -> attribute, per section
     "privacy": {"require": "require", "max-epsilon-per-run": "max_epsilon_per_run",
                 "lifetime-epsilon": "lifetime_epsilon", "delta": "delta",
@@ -50,7 +51,7 @@ class Policy:
     require: str = "dp-sgd"
     max_epsilon_per_run: float = 1.0
     lifetime_epsilon: float = 3.0
-    delta: float = 1e-5
+    delta: float = DEFAULT_DELTA
     min_noise_multiplier: float = 0.5
     seeded_noise: bool = False  # simulations only: honour the server's privacy.noise-seed
     split_seed: int = 43

@@ -86,13 +86,39 @@ def mount_for(container, spec, path):
     return best, volume
 
 
+def _volume_key(container, spec, path, source):
+    """(volume source, key) that a file path of a container comes from, for a Secret or ConfigMap volume."""
+    mount, volume = mount_for(container, spec, path)
+    assert source in volume, f"{path} must come from a {source} volume, got {volume}"
+    rel = path[len(mount["mountPath"].rstrip("/")) + 1 :]
+    if mount.get("subPath"):
+        rel = f"{mount['subPath']}/{rel}" if rel else mount["subPath"]
+    items = {i["path"]: i["key"] for i in volume[source].get("items", [])}
+    return volume[source], items.get(rel, rel)
+
+
 def secret_file(container, spec, path):
     """(secret name, key) that a file path of a container comes from."""
-    mount, volume = mount_for(container, spec, path)
-    assert "secret" in volume, f"{path} must come from a Secret volume, got {volume}"
-    rel = path[len(mount["mountPath"].rstrip("/")) + 1 :]
-    items = {i["path"]: i["key"] for i in volume["secret"].get("items", [])}
-    return volume["secret"]["secretName"], items.get(rel, rel)
+    secret, key = _volume_key(container, spec, path, "secret")
+    return secret["secretName"], key
+
+
+def configmap_file(container, spec, path):
+    """(ConfigMap name, key) that a file path of a container comes from."""
+    configmap, key = _volume_key(container, spec, path, "configMap")
+    return configmap["name"], key
+
+
+def supernode(docs):
+    """(pod spec, SuperNode container, its args with $(VAR) expanded) of a client render."""
+    spec = by_kind(docs, "Deployment")["supernode"]["spec"]["template"]["spec"]
+    (sn,) = spec["containers"]
+    return spec, sn, [expand(a, sn) for a in sn["args"]]
+
+
+def node_config(args):
+    """The SuperNode's --node-config as a dict (values unquoted the way Flower's parser does)."""
+    return dict(item.split("=", 1) for item in shlex.split(flag(args, "--node-config")))
 
 
 def external_secrets():
@@ -296,9 +322,7 @@ def test_peering_overlay_uses_an_internal_nlb_open_to_the_client_vpcs(render):
 def test_supernode_dials_the_superlink_port(overlay, render):
     docs = render(overlay)
     server_port = server_service(render("server"))["spec"]["ports"][0]["port"]
-    spec = by_kind(docs, "Deployment")["supernode"]["spec"]["template"]["spec"]
-    (sn,) = spec["containers"]
-    args = [expand(a, sn) for a in sn["args"]]
+    spec, sn, args = supernode(docs)
     host, _, port = flag(args, "--superlink").rpartition(":")
     assert host and "/" not in host and int(port) == server_port
     assert "--insecure" not in args
@@ -310,16 +334,94 @@ def test_supernode_dials_the_superlink_port(overlay, render):
 
 @pytest.mark.parametrize("overlay", CLIENT_OVERLAYS)
 def test_node_config_names_the_hospital_and_its_data_volume(overlay, render):
-    docs = render(overlay)
-    spec = by_kind(docs, "Deployment")["supernode"]["spec"]["template"]["spec"]
-    (sn,) = spec["containers"]
-    args = [expand(a, sn) for a in sn["args"]]
-    pairs = dict(item.split("=", 1) for item in shlex.split(flag(args, "--node-config")))
-    assert set(pairs) == {"data-path", "hospital"}
+    spec, sn, args = supernode(render(overlay))
+    pairs = node_config(args)
+    assert set(pairs) == {"data-path", "hospital", "policy-path", "state-dir"}
     assert pairs["hospital"] == overlay.removeprefix("client-")
     mount, volume = mount_for(sn, spec, pairs["data-path"])
     assert pairs["data-path"].endswith(".csv")
     assert mount.get("readOnly") is True and volume["persistentVolumeClaim"]["claimName"] == "fedheart-data"
+
+
+@pytest.mark.parametrize("overlay", CLIENT_OVERLAYS)
+def test_hospital_policy_is_its_own_configmap_mounted_read_only(overlay, render):
+    """node-config policy-path is a file of a ConfigMap generated from the overlay's own policy.yaml,
+    mounted read-only, and the app's parser accepts it (a policy it rejects fails every message)."""
+    from fedheart.safeguard.policy import parse_policy
+
+    docs = render(overlay)
+    spec, sn, args = supernode(docs)
+    path = node_config(args)["policy-path"]
+    assert path.startswith("/") and path.endswith((".yaml", ".yml")), path
+    mount, _ = mount_for(sn, spec, path)
+    assert mount.get("readOnly") is True, f"{overlay}: the policy must be mounted read-only, got {mount}"
+    name, key = configmap_file(sn, spec, path)
+    configmaps = by_kind(docs, "ConfigMap")
+    assert name in configmaps, f"{overlay}: ConfigMap {name} is not rendered"
+    # Generated with a content hash: editing policy.yaml renames it and so rolls the SuperNode.
+    assert re.fullmatch(r"fedheart-policy-[a-z0-9]{10}", name), name
+    text = configmaps[name]["data"][key]
+    shipped = OVERLAYS / overlay / "policy.yaml"
+    assert text == shipped.read_text(), f"{overlay}: the mounted policy is not {shipped.relative_to(K8S_DIR)}"
+    policy = parse_policy(text, str(shipped))
+    # The shipped policy is the strict one: DP-SGD required, nothing released outside the budget.
+    assert policy.dp_required and policy.max_epsilon_per_run <= policy.lifetime_epsilon
+    assert not policy.baselines and not policy.tracking and policy.evaluation != "full"
+    # Only the SuperNode sees the policy (the data loader has no use for it).
+    for name_, other in pod_specs(docs):
+        if name_ != "supernode":
+            assert not any("configMap" in v for v in other.get("volumes", [])), name_
+
+
+@pytest.mark.parametrize("overlay", CLIENT_OVERLAYS)
+def test_state_dir_is_writable_on_the_hospital_pvc(overlay, render):
+    """node-config state-dir (lifetime ledger, audit trail) must outlive the pod: a writable mount of
+    the hospital's PVC, while its data stays read-only."""
+    docs = render(overlay)
+    spec, sn, args = supernode(docs)
+    pairs = node_config(args)
+    state = pairs["state-dir"]
+    assert state.startswith("/") and state != "/", state
+    mount, volume = mount_for(sn, spec, state)
+    claim = volume.get("persistentVolumeClaim")
+    assert claim and claim["claimName"] in by_kind(docs, "PersistentVolumeClaim"), f"{overlay}: {state} not on a PVC"
+    assert claim["claimName"] == mount_for(sn, spec, pairs["data-path"])[1]["persistentVolumeClaim"]["claimName"]
+    assert not mount.get("readOnly") and not claim.get("readOnly"), f"{overlay}: {state} is read-only"
+    # Its own folder of the volume (not the data's root, which stays read-only), apart from the policy.
+    assert mount.get("subPath"), f"{overlay}: the state folder should be a subPath of the data volume"
+    assert mount_for(sn, spec, pairs["data-path"])[0].get("readOnly") is True
+    assert not (state + "/").startswith(pairs["policy-path"].rsplit("/", 1)[0] + "/")
+    env = {e["name"]: e.get("value") for e in sn.get("env", [])}
+    for scratch in ("/tmp", env.get("HOME"), env.get("FLWR_HOME")):
+        assert not (state + "/").startswith(scratch.rstrip("/") + "/"), f"{state} is under scratch {scratch}"
+
+
+@pytest.mark.parametrize("overlay", SERVER_OVERLAYS)
+def test_server_mounts_no_hospital_policy(overlay, render):
+    """A hospital's policy lives only in its own cluster: nothing of it in the aggregator's render."""
+    docs = render(overlay)
+    assert not [n for n in by_kind(docs, "ConfigMap") if n.startswith("fedheart-policy")]
+    for name, spec in pod_specs(docs):
+        for volume in spec.get("volumes", []):
+            assert "configMap" not in volume, f"{overlay}/{name}: unexpected ConfigMap volume {volume}"
+        for c in containers(spec):
+            text = " ".join(c.get("args", []) + c.get("command", []))
+            assert "policy-path" not in text and "state-dir" not in text, f"{overlay}/{name}/{c['name']}"
+            assert not any(m["mountPath"].startswith("/etc/fedheart") for m in c.get("volumeMounts", []))
+    assert not list((OVERLAYS / overlay).rglob("policy.yaml"))
+
+
+def test_docs_name_the_policy_and_state_paths(render):
+    """The runbook's "Hospital policy and state" section uses the paths the manifests mount."""
+    docs = DOCS.read_text()
+    section = re.search(r"^## [^\n]*Hospital policy and state\n(.*?)(?=^## )", docs, re.S | re.M)
+    assert section, 'docs/deploy-eks.md has no "Hospital policy and state" section'
+    _, _, args = supernode(render(CLIENT_OVERLAYS[0]))
+    pairs = node_config(args)
+    text = section.group(1)
+    assert pairs["policy-path"] in text and "policy.yaml" in text
+    assert re.search(rf"fedheart audit verify {re.escape(pairs['state-dir'])}\b", text)
+    assert re.search(rf"fedheart budget {re.escape(pairs['state-dir'])}\b", text)
 
 
 def test_superlink_address_is_set_in_one_place_per_overlay():

@@ -1,0 +1,244 @@
+"""Strict-policy rows of the privacy benchmark (``bench/privacy.py --policy-rows`` or ``--parts policy``).
+
+The real ClientApp (``client_app.app.app``) driven by the real ``server_app.federation.Federation``
+over a ``launcher.loopback.LoopbackGrid`` (every message serialised as Flower does), each of the four
+hospitals with the strict policy below and a fresh temporary state folder per run. The server asks for
+``privacy=dp-sgd privacy.epsilon=<row's epsilon> rounds=15 seed=<seed>`` (``conf/privacy/dp-sgd.yaml``
+defaults, plus ``--policy-overrides``).
+
+Under ``release.evaluation: dp`` what the server receives from the evaluations is noise-dominated, so
+quality is measured here, from the run's ``final_model.pt`` and the federated (noisy) preprocessing
+statistics, on each hospital's true test rows with ``evaluate_round`` without DP: mean accuracy and
+mean AUC over hospitals, and the pooled-test AUC of the four hospitals' exact histograms. The epsilon
+spent is read from each hospital's lifetime ledger (``fedheart.safeguard.budget.books``), with what
+the statistics release and the evaluations cost in it (at the hospital's own delta).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent  # client_app/, server_app/ and launcher/ sit beside fedheart/
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from fedheart.config import load_config  # noqa: E402
+from fedheart.histograms import auc_from_histograms  # noqa: E402
+from fedheart.hospital import evaluate_round, load_hospital  # noqa: E402
+from fedheart.privacy.ledger import Ledger, calibrate_noise  # noqa: E402
+from fedheart.safeguard.budget import books  # noqa: E402
+from fedheart.schema import hospital  # noqa: E402
+from fedheart.sources import hospital_file  # noqa: E402
+from fedheart.specs import ModelSpec  # noqa: E402
+from fedheart.stats import GlobalStats  # noqa: E402
+
+POLICY_DELTA = 1e-6
+EVALUATION_NOISE = 50.0  # the strict default of release.evaluation-noise-multiplier
+MAX_EVALUATIONS = 16
+POLICY = """\
+privacy:
+  require: dp-sgd
+  max-epsilon-per-run: {epsilon}
+  lifetime-epsilon: {lifetime}
+  delta: {delta}
+  min-noise-multiplier: 0.5
+data:
+  split-seed: 43
+  train-fraction: 0.66
+release:
+  baselines: false
+  tracking: false
+  evaluation: {evaluation}
+  max-evaluations-per-run: {evaluations}
+"""
+DATA_DIR = ROOT.parent / "shared" / "data" / "uci-heart-disease"  # the real, read-only UCI files
+
+
+def policy_text(epsilon: float, evaluation: str = "dp", evaluations: int = MAX_EVALUATIONS,
+                delta: float = POLICY_DELTA) -> str:
+    return POLICY.format(epsilon=epsilon, lifetime=100.0, delta=delta, evaluation=evaluation,
+                         evaluations=evaluations)
+
+
+@contextlib.contextmanager
+def environment(**values: str) -> Iterator[None]:
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def ledger_costs(history: list, delta: float) -> dict[str, float]:
+    """Epsilon (at ``delta``) of the statistics alone, of statistics + evaluations, and of everything."""
+    entries = [tuple(e) for e in history]
+    stats = [e for e in entries[:1]]  # the statistics release is the run's first entry
+    evals = [e for e in entries[1:] if e[1] == 1.0]  # (z, 1.0, n): Gaussian releases of the evaluations
+    return {"statistics": Ledger(history=stats).epsilon(delta),
+            "statistics+evaluations": Ledger(history=stats + evals).epsilon(delta),
+            "total": Ledger(history=entries).epsilon(delta)}
+
+
+def policy_run(common: list[str], epsilon: float, seed: int, overrides: list[str], work: Path,
+               evaluation: str = "dp") -> dict[str, Any]:
+    """One run of the real apps under the strict policy; quality measured from the final model."""
+    import client_app.app as client
+    from launcher.loopback import LoopbackGrid
+    from server_app.federation import Federation
+    from server_app.strategies import build_strategy
+
+    t0 = time.perf_counter()
+    folder = Path(tempfile.mkdtemp(prefix=f"policy-e{epsilon:g}-s{seed}-", dir=work))
+    policy = folder / "policy.yaml"
+    policy.write_text(policy_text(epsilon, evaluation))
+    cfg = load_config(["privacy=dp-sgd", f"privacy.epsilon={epsilon}", "rounds=15", f"seed={seed}", *common,
+                       *overrides, "output.run_name=run"])
+    names = list(cfg.data.hospitals)
+    nodes = [{"partition-id": i, "num-partitions": len(names), "policy-path": str(policy),
+              "state-dir": str(folder / "state" / name)} for i, name in enumerate(names)]
+    data_dir = os.environ.get("FEDHEART_DATA_DIR") or str(DATA_DIR)
+    with environment(FEDHEART_DATA_DIR=data_dir, FEDHEART_OUTPUT_DIR=str(folder / "outputs")):
+        federation = Federation(cfg, LoopbackGrid(client.app, nodes), build_strategy(cfg), run_id=1)
+        history = federation.run()
+    seconds = time.perf_counter() - t0
+    weights = {k: v.numpy() for k, v in torch.load(federation.run_dir.path / "final_model.pt").items()}
+    stats = GlobalStats.from_json(federation.preprocessing)
+    spec = ModelSpec(cfg.model.name, cfg.model.hidden, cfg.model.layers, cfg.model.dropout)
+    per, ledgers = {}, {}
+    for i, name in enumerate(names):  # the hospital's true test rows (its policy's split), without DP
+        data = load_hospital(hospital_file(hospital(name), data_dir), seed=43, pipeline=cfg.data.pipeline,
+                             train_fraction=0.66, name=name)
+        per[name] = evaluate_round(data, data.preprocessor(stats), weights, spec)
+        (book,) = books(Path(nodes[i]["state-dir"]))
+        run = book.runs["1"]
+        ledgers[name] = {"epsilon": run.epsilon, "reserved": run.reserved, "delta": run.delta,
+                         "evaluations": run.evaluations, "noise-multiplier": run.calibrated_noise,
+                         "public-rows": run.public_rows, "true-rows": len(data.y_train),
+                         "costs": ledger_costs(run.history, run.delta), "history": run.history}
+    pos = np.sum([m["hist-pos"] for m in per.values()], axis=0)
+    neg = np.sum([m["hist-neg"] for m in per.values()], axis=0)
+    reported = [float(m["accuracy"]) for m in history.final.values()]
+    return {"mean-accuracy": float(np.mean([m["accuracy"] for m in per.values()])),
+            "mean-auc": float(np.nanmean([m["auc"] for m in per.values()])),
+            "pooled-auc": auc_from_histograms(pos, neg),
+            "server-mean-accuracy": float(np.mean(reported)) if reported else math.nan,
+            "epsilon": max(v["epsilon"] for v in ledgers.values()), "rounds": history.last_round,
+            "stopped_reason": federation.privacy.stopped_reason, "seconds": seconds,
+            "hospitals": {k: {"accuracy": float(v["accuracy"]), "auc": float(v["auc"])} for k, v in per.items()},
+            "ledgers": ledgers}
+
+
+def noise_costs(common: list[str], overrides: list[str], epsilon: float = 1.0) -> dict[str, dict[str, float]]:
+    """The calibrated DP-SGD noise multiplier of each hospital under each accounting choice (analytic).
+
+    Cumulative from the bench's no-policy setting to the strict policy: delta 1e-5 without
+    evaluations; delta 1e-6; plus the 16 reserved DP evaluations at z = 50. The statistics release
+    (z = 20) is in all of them; the noisy count changes the sampling rate only by its noise (~20 rows).
+    """
+    cfg = load_config(["privacy=dp-sgd", f"privacy.epsilon={epsilon}", "rounds=15", *common, *overrides])
+    data_dir = os.environ.get("FEDHEART_DATA_DIR") or str(DATA_DIR)
+    stats = Ledger(history=[(cfg.privacy.stats_noise_multiplier, 1.0, 1)])
+    settings = {"delta 1e-5, no evaluations": (1e-5, ()), "delta 1e-6, no evaluations": (POLICY_DELTA, ()),
+                "delta 1e-6, 16 evaluations at z = 50 (strict policy)":
+                    (POLICY_DELTA, ((EVALUATION_NOISE, 1.0, MAX_EVALUATIONS),))}
+    out: dict[str, dict[str, float]] = {}
+    for name in cfg.data.hospitals:
+        data = load_hospital(hospital_file(hospital(name), data_dir), seed=43, pipeline=cfg.data.pipeline,
+                             train_fraction=0.66, name=name)
+        rows = len(data.y_train)
+        batches = max(math.ceil(rows / min(cfg.train.batch_size, rows)), 1)
+        steps = cfg.rounds * cfg.train.local_steps
+        out[name] = {label: max(calibrate_noise(epsilon, delta, 1 / batches, steps, stats, reserved=reserved), 0.5)
+                     for label, (delta, reserved) in settings.items()}
+        out[name]["rows"] = rows
+    # what each fixed release costs alone, at delta 1e-6
+    out["alone at delta 1e-6"] = {
+        "statistics (z = 20)": stats.epsilon(POLICY_DELTA),
+        "16 evaluations (z = 50)": Ledger(history=[(EVALUATION_NOISE, 1.0, MAX_EVALUATIONS)]).epsilon(POLICY_DELTA),
+        "statistics + 16 evaluations": Ledger(history=[*stats.history, (EVALUATION_NOISE, 1.0, MAX_EVALUATIONS)]
+                                              ).epsilon(POLICY_DELTA)}
+    return out
+
+
+def policy_rows(common: list[str], epsilons: list[float], seeds: list[int], overrides: list[str],
+                mean_sd: Any, label: str = "", evaluation: str = "dp") -> dict[str, dict]:
+    """``{label: row}`` for every epsilon: the runs and mean ± sd over seeds."""
+    rows = {}
+    with tempfile.TemporaryDirectory(prefix="fedheart-policy-bench-") as work:
+        for eps in epsilons:
+            runs = []
+            for seed in seeds:
+                run = policy_run(common, eps, seed, overrides, Path(work), evaluation)
+                runs.append(run)
+                costs = {k: round(v["costs"]["statistics+evaluations"], 3) for k, v in run["ledgers"].items()}
+                print(f"[privacy] policy epsilon {eps} seed {seed} {' '.join(overrides)}: mean acc "
+                      f"{run['mean-accuracy']:.3f} pooled AUC {run['pooled-auc']:.3f} (server saw acc "
+                      f"{run['server-mean-accuracy']:.3f}) spent {run['epsilon']:.3f}, statistics+evaluations "
+                      f"{costs} ({run['seconds']:.0f}s)", flush=True)
+            key = f"{eps:g}" + (f" | {label}" if label else "")
+            rows[key] = {"epsilon-target": eps, "overrides": overrides, "evaluation": evaluation, "runs": runs,
+                         **{k: mean_sd([r[k] for r in runs]) for k in
+                            ("mean-accuracy", "mean-auc", "pooled-auc", "server-mean-accuracy", "epsilon",
+                             "seconds")},
+                         "stats-evals-epsilon": mean_sd([max(v["costs"]["statistics+evaluations"]
+                                                             for v in r["ledgers"].values()) for r in runs]),
+                         "noise-multiplier": mean_sd([float(np.mean([v["noise-multiplier"] for v in
+                                                                     r["ledgers"].values()])) for r in runs])}
+    return rows
+
+
+def markdown(results: dict, fmt: Any) -> list[str]:
+    """The 'Strict hospital policy' section of privacy.md."""
+    rows = results.get("policy", {})
+    if not rows:
+        return []
+    lines = ["\n## Strict hospital policy (real ClientApp and Federation over LoopbackGrid)\n",
+             "Each hospital: `privacy.require: dp-sgd`, `max-epsilon-per-run` = the row's ε, `lifetime-epsilon` "
+             "100, δ = 1e-6, `min-noise-multiplier` 0.5, split seed 43 / train fraction 0.66, no baselines, no "
+             "tracking, `release.evaluation: dp` (z = 50, 10 bins per class) with `max-evaluations-per-run` 16 "
+             "reserved in the training noise's calibration, a noisy row count (statistics z = 20) used for the "
+             "sampling rate and the FedAvg weight; fresh state folder per run, fresh OS noise. Server: "
+             "`privacy=dp-sgd privacy.epsilon=ε rounds=15 seed=s` (dp-sgd defaults) plus the row's overrides. "
+             f"Seeds {results.get('policy_seeds')}; mean ± sd. Accuracy/AUC measured on the true test rows from "
+             "the final model (no DP); 'server saw' = the mean accuracy the server computed from the noisy "
+             "evaluation replies; 'ε spent' = largest over hospitals from their ledgers, 'stats + evals' = the "
+             "part of it the statistics and the 15 evaluations cost; z = mean calibrated DP-SGD noise.\n",
+             "| ε | train overrides | mean accuracy | mean AUC | pooled-test AUC | server saw acc. | ε spent | "
+             "stats + evals ε | z | s / run |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for row in rows.values():
+        over = " ".join(row["overrides"]) or "dp-sgd defaults"
+        if row.get("evaluation", "dp") != "dp":
+            over += f" (policy evaluation: {row['evaluation']})"
+        lines.append(f"| {row['epsilon-target']:g} | {over} | {fmt(row['mean-accuracy'])} | {fmt(row['mean-auc'])} | "
+                     f"{fmt(row['pooled-auc'])} | {fmt(row['server-mean-accuracy'])} | {fmt(row['epsilon'])} | "
+                     f"{fmt(row['stats-evals-epsilon'])} | {fmt(row['noise-multiplier'], 2)} | "
+                     f"{fmt(row['seconds'], 0)} |")
+    costs = results.get("policy_noise", {})
+    if costs:
+        labels = [k for k in next(iter(costs.values())) if k != "rows"]
+        lines += ["\nCalibrated DP-SGD noise multiplier at ε = 1 (dp-sgd defaults, exact row count; computed, "
+                  "not run), from the no-policy accounting to the strict policy's:\n",
+                  "| hospital | rows | " + " | ".join(labels) + " |", "|---|---" + "|---" * len(labels) + "|"]
+        for name, row in costs.items():
+            if "rows" in row:
+                lines.append(f"| {name} | {row['rows']:.0f} | " + " | ".join(f"{row[k]:.2f}" for k in labels) + " |")
+        alone = costs.get("alone at delta 1e-6") or {}
+        if alone:
+            lines.append("\nAlone, at δ = 1e-6: " + "; ".join(f"{k} ε = {v:.3f}" for k, v in alone.items()) + ".")
+    return lines
