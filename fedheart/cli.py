@@ -88,7 +88,8 @@ def budget(state_dir: str, limit: float | None = None) -> int:
         return 0
     for book in found:
         s = book.summary()
-        left = f", left {max(limit - s['lifetime'], 0):.4f} of {limit:g}" if limit is not None else ""
+        cap = limit if limit is not None else s["limit"]  # the policy given, else the one last recorded
+        left = f", left {max(cap - s['lifetime'], 0):.4f} of {cap:g}" if cap is not None else ""
         print(f"data file {s['data_name'] or '?'} (sha256 {s['data_sha256'][:16]}...): lifetime epsilon charged "
               f"{s['lifetime']:.4f}{left}")
         print(f"  {'run':<22} {'started':<26} {'reserved':>9} {'spent':>9} {'delta':>8} stats evals")

@@ -48,8 +48,11 @@ def append(state_dir: Path, entry: dict[str, Any]) -> dict[str, Any]:
 
 def entries(state_dir: Path, run: str | None = None) -> Iterator[dict[str, Any]]:
     """The trail's entries (of one run if given)."""
-    for raw in _lines(state_dir):
-        entry = json.loads(raw)
+    for number, raw in enumerate(_lines(state_dir), start=1):
+        try:
+            entry = json.loads(raw)
+        except ValueError:
+            entry = {"seq": number, "decision": "unreadable line (run fedheart audit verify)"}
         if run is None or str(entry.get("run")) == str(run):
             yield entry
 
@@ -66,17 +69,21 @@ def verify(state_dir: Path) -> tuple[bool, str]:
             entry = json.loads(raw)
         except ValueError:
             return False, f"{path}, line {number}: not a JSON line (changed or torn)"
-        if entry.get("prev") != prev:
-            return False, (f"{path}, line {number - 1}: changed (line {number} holds the hash of another line)"
-                           if number > 1 else f"{path}, line 1: changed (its previous hash is not the start)")
         if entry.get("seq") != number:
             return False, (f"{path}, line {number}: holds entry {entry.get('seq')}, expected {number}: a line "
                            "was removed or the lines were reordered")
+        if entry.get("prev") != prev:
+            return False, (f"{path}, line {number - 1}: changed (line {number} holds the hash of another line)"
+                           if number > 1 else f"{path}, line 1: changed (its previous hash is not the start)")
         prev = _sha(raw)
     head_path = Path(state_dir) / HEAD_FILE
     if not head_path.exists():
         return False, f"{head_path}: missing (the trail's last line cannot be checked)"
-    head = json.loads(head_path.read_text())
+    try:
+        head = json.loads(head_path.read_text())
+        head = {"lines": int(head["lines"]), "sha256": str(head["sha256"])}
+    except (ValueError, KeyError, TypeError):
+        return False, f"{head_path}: not a valid head record (changed or torn)"
     count = len(lines)
     if head["lines"] > count:
         return False, f"{path}: lines {count + 1}-{head['lines']} removed (the head records {head['lines']} lines)"

@@ -61,6 +61,7 @@ class BudgetBook:
     data_sha256: str
     data_name: str = ""
     runs: dict[str, RunBudget] = field(default_factory=dict)
+    limit: float | None = None  # the policy's lifetime-epsilon when a run last reserved
 
     @classmethod
     def open(cls, state_dir: Path, data_sha256: str, data_name: str = "") -> BudgetBook:
@@ -72,10 +73,10 @@ class BudgetBook:
         for key, run in data["runs"].items():
             run["history"] = [tuple(e) for e in run["history"]]
             runs[key] = RunBudget(**run)
-        return cls(path, data["data_sha256"], data.get("data_name", data_name), runs)
+        return cls(path, data["data_sha256"], data.get("data_name", data_name), runs, data.get("limit"))
 
     def save(self) -> None:
-        body = {"data_sha256": self.data_sha256, "data_name": self.data_name,
+        body = {"data_sha256": self.data_sha256, "data_name": self.data_name, "limit": self.limit,
                 "runs": {k: asdict(r) for k, r in self.runs.items()}}
         replace_file(self.path, (json.dumps(body, indent=1, sort_keys=True) + "\n").encode())
 
@@ -98,11 +99,12 @@ class BudgetBook:
             raise Refused("privacy.lifetime-epsilon",
                           f"a run of epsilon {cap:g} after {before:.3f} already spent on this data file",
                           f"{lifetime_limit:g} in all ({max(lifetime_limit - before, 0):.3f} left)")
-        run.reserved, run.delta = cap, delta
+        run.reserved, run.delta, self.limit = cap, delta, lifetime_limit
 
     def summary(self) -> dict[str, Any]:
         """Spent and reserved per run and in all (``fedheart budget``)."""
         return {"data_sha256": self.data_sha256, "data_name": self.data_name, "lifetime": self.lifetime(),
+                "limit": self.limit,
                 "runs": [{"run": k, "started": r.started, "reserved": r.reserved, "spent": r.epsilon,
                           "delta": r.delta, "statistics": r.statistics, "evaluations": r.evaluations}
                          for k, r in sorted(self.runs.items(), key=lambda kv: kv[1].started)]}

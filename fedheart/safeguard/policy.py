@@ -1,6 +1,8 @@
 """A hospital's own policy file: what it accepts to release, checked against every request.
 
-The file is YAML (see docs/privacy.md). Keys a hospital leaves out take the *strict* default, so an
+The file is YAML (see docs/privacy.md): sections ``privacy``, ``data``, ``release`` and the list
+``approved-apps`` (SHA-256 hashes of the app bundles this hospital runs; used by the hospital's launcher).
+Keys a hospital leaves out take the *strict* default, so an
 empty policy file is the strictest one. A request is accepted only if it is at least as strict as
 the policy; the hospital's own values (delta, split, train fraction, fresh noise) replace what the
 server sends. Nothing here can be changed by the server: the file is only read, by the hospital.
@@ -26,8 +28,8 @@ SECTIONS: dict[str, dict[str, str]] = {  # policy key -> attribute, per section
     "release": {"baselines": "baselines", "tracking": "tracking", "evaluation": "evaluation",
                 "max-evaluations-per-run": "max_evaluations_per_run",
                 "evaluation-noise-multiplier": "evaluation_noise_multiplier"},
-    "apps": {"approved": "approved_apps"},
 }
+TOP_LEVEL = {"approved-apps": "approved_apps"}  # keys outside the sections
 
 
 class PolicyError(ValueError):
@@ -149,8 +151,11 @@ def parse_policy(text: str, path: str = "<text>") -> Policy:
         raise PolicyError(f"{path}: must be a mapping of the sections {', '.join(SECTIONS)}, got {type(data).__name__}")
     values: dict[str, Any] = {}
     for section, body in data.items():
+        if section in TOP_LEVEL:
+            values[TOP_LEVEL[section]] = _value(TOP_LEVEL[section], where(section), body)
+            continue
         if section not in SECTIONS:
-            raise PolicyError(f"{where(str(section))}: unknown section (known: {', '.join(SECTIONS)})")
+            raise PolicyError(f"{where(str(section))}: unknown section (known: {', '.join([*SECTIONS, *TOP_LEVEL])})")
         if not isinstance(body, dict):
             raise PolicyError(f"{where(section)}: must be a mapping, got {body!r}")
         for key, value in body.items():
@@ -178,7 +183,8 @@ def load_policy(path: str | Path) -> Policy:
 
 def policy_keys() -> list[str]:
     """Every key a policy file may hold, as ``section.key``."""
-    return [f"{s}.{k}" for s, keys in SECTIONS.items() for k in keys]
+    return [*(f"{s}.{k}" for s, keys in SECTIONS.items() for k in keys), *TOP_LEVEL]
 
 
-assert {a for keys in SECTIONS.values() for a in keys.values()} == {f.name for f in fields(Policy)} - {"path"}
+_ATTRS = {a for keys in [*SECTIONS.values(), TOP_LEVEL] for a in keys.values()}
+assert {f.name for f in fields(Policy)} - {"path"} == _ATTRS, "every Policy field has one key"

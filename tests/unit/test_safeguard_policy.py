@@ -13,6 +13,7 @@ from fedheart.safeguard.policy import Policy, PolicyError, Refused, load_policy,
 from fedheart.safeguard.request import check_request
 
 HASH = "ab" * 32
+REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = f"""\
 # A hospital's policy: every key, at values a little looser than the defaults.
 privacy:
@@ -31,8 +32,7 @@ release:
   evaluation: full
   max-evaluations-per-run: 4
   evaluation-noise-multiplier: 30
-apps:
-  approved: ["{HASH.upper()}"]
+approved-apps: ["{HASH.upper()}"]
 """
 STRICT = Policy()
 DP: dict[str, Any] = {"privacy.mode": "dp-sgd", "privacy.epsilon": 1.0, "privacy.noise-multiplier": 0.0,
@@ -50,7 +50,9 @@ def refused(policy: Policy, kind: str, config: dict[str, Any], *, simulation: bo
 
 def test_example_policy_parses_every_key(tmp_path: Path) -> None:
     data = yaml.safe_load(EXAMPLE)
-    assert {f"{s}.{k}" for s, body in data.items() for k in body} == set(policy_keys())  # every key appears
+    named = {f"{s}.{k}" if isinstance(body, dict) else s for s, body in data.items()
+             for k in (body if isinstance(body, dict) else [None])}
+    assert named == set(policy_keys())  # the example holds every key a policy may hold
     path = tmp_path / "policy.yaml"
     path.write_text(EXAMPLE)
     policy = load_policy(path)
@@ -58,6 +60,26 @@ def test_example_policy_parses_every_key(tmp_path: Path) -> None:
                             delta=1e-6, min_noise_multiplier=0.8, seeded_noise=True, split_seed=7,
                             train_fraction=0.7, baselines=True, tracking=True, evaluation="full",
                             max_evaluations_per_run=4, evaluation_noise_multiplier=30.0, approved_apps=(HASH,))
+
+
+SHIPPED = [*(str(p.relative_to(REPO)) for p in sorted(REPO.glob("k8s/overlays/*/policy.yaml"))), "docs/privacy.md"]
+
+
+def shipped_policy(where: str) -> str:
+    """A policy example the repository ships: a k8s overlay's file, or the YAML block of docs/privacy.md."""
+    text = (REPO / where).read_text()
+    if where.endswith(".md"):
+        text = text[text.index("## A hospital decides"):]
+        text = text[text.index("```yaml\n") + 8:]
+        text = text[:text.index("```")]
+    return text
+
+
+@pytest.mark.parametrize("where", SHIPPED)
+def test_shipped_example_policies_parse(where: str) -> None:
+    policy = parse_policy(shipped_policy(where), where)
+    assert policy.dp_required and policy.max_epsilon_per_run <= policy.lifetime_epsilon
+    assert not policy.baselines and not policy.tracking and not policy.seeded_noise
 
 
 @pytest.mark.parametrize("text", ["", "# nothing set\n", "privacy: {}\n"])
@@ -78,7 +100,7 @@ def test_empty_policy_is_the_strict_default(text: str) -> None:
     ("privacy:\n  min-noise-multiplier: 0\n", 2, "privacy.min-noise-multiplier", "0"),
     ("release:\n  baselines: yes please\n", 2, "release.baselines", "'yes please'"),
     ("data:\n  split-seed: 1.5\n", 2, "data.split-seed", "1.5"),
-    ("apps:\n  approved: [abc]\n", 2, "apps.approved", "abc"),
+    ("data:\n  split-seed: 1\napproved-apps: [abc]\n", 3, "approved-apps", "abc"),
 ])
 def test_bad_policy_names_file_line_key_and_value(tmp_path: Path, text: str, line: int, key: str,
                                                   value: str) -> None:
