@@ -1,6 +1,7 @@
 """Deploy the federation for real on this machine: TLS, authenticated SuperNodes, one per hospital.
 
-    python -m launcher.deploy [--rounds N] [--data-dir DIR] [--output-dir DIR] [--certs DIR] [HYDRA_OVERRIDE ...]
+    python -m launcher.deploy [--rounds N] [--data-dir DIR] [--output-dir DIR] [--certs DIR]
+                              [--policy FILE --state-root DIR] [HYDRA_OVERRIDE ...]
 
 Generates a CA, a server certificate (SANs localhost, 127.0.0.1, ::1) and one EC P-384 key pair per
 hospital (launcher.certs; or, with ``--certs DIR``, uses that folder's material once checked: files
@@ -11,12 +12,19 @@ per hospital that trusts only the project CA, signs in with its own key and read
 file (``--node-config "data-path='...' hospital='...'"``); then ``flwr run . <connection>``,
 streams progress, checks the real status with ``flwr ls`` and stops every process, also on Ctrl-C
 or failure. All processes listen on loopback on free ports. Exit code 0 only for
-``finished:completed``.
+``finished:completed`` (and, with ``--state-root``, every hospital's audit trail intact).
+
+With ``--policy FILE --state-root DIR`` every hospital's SuperNode also gets ``policy-path='FILE'``
+(its policy, checked here before anything starts) and ``state-dir='DIR/<hospital>'`` (its lifetime
+privacy ledger and audit trail, client_app/gate.py); the end of the output shows each hospital's
+``fedheart audit verify`` result and privacy budget. Without ``--policy`` the aggregator decides
+every privacy setting, and the output says so.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import signal
 import sys
 import time
@@ -24,6 +32,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from fedheart.safeguard.policy import Policy, PolicyError, load_policy
 from launcher.certs import CertBundle, CertError, verify_material, write_bundle
 from launcher.flower import (
     REPO_ROOT,
@@ -32,6 +41,7 @@ from launcher.flower import (
     SuperNode,
     TlsFiles,
     list_supernodes,
+    node_config_arg,
     register_supernode,
     submit_run,
     wait_for_nodes,
@@ -40,6 +50,51 @@ from launcher.flower import (
 )
 
 COMPLETED = "finished:completed"
+NO_POLICY = ("No hospital policy (--policy): the aggregator is trusted with every privacy decision; each "
+             "hospital follows the privacy settings the server sends.")
+
+
+def check_policy(path: Path) -> tuple[Path, Policy]:
+    """The policy file's absolute path and its rules, parsed as a SuperNode will parse it;
+    :class:`PolicyError` (file, line, key and value) if it is unreadable or wrong."""
+    absolute = Path(path).expanduser().resolve()
+    return absolute, load_policy(absolute)
+
+
+def safeguard_report(state_dirs: Mapping[str, Path], run_id: str | None = None,
+                     policies: Mapping[str, Policy] | None = None) -> tuple[list[str], bool]:
+    """Per hospital, its state folder's ``fedheart audit verify`` result and its privacy budget line(s)
+    (run ``run_id`` and lifetime; what is left of the policy's ``lifetime-epsilon`` where ``policies``
+    holds the hospital's). Returns the lines and whether every audit trail is intact."""
+    from fedheart.safeguard import audit
+    from fedheart.safeguard.budget import books
+
+    lines, intact = [], True
+    for name, state in state_dirs.items():
+        ok, message = audit.verify(Path(state))
+        intact = intact and ok
+        lines.append(f"  {name}: audit {'OK' if ok else 'FAILED'}: {message}")
+        policy = (policies or {}).get(name)
+        found = books(Path(state))
+        if not found:
+            lines.append(f"  {name}: budget: no privacy ledger in {state}")
+        for book in found:
+            run = book.runs.get(str(run_id)) if run_id is not None else None
+            if run_id is None:
+                this = ""
+            elif run is None:
+                this = f"run {run_id} released nothing from this file; "
+            elif run.reserved or run.epsilon:
+                this = (f"run {run_id} spent epsilon {run.epsilon:.4f} of {run.reserved:g} reserved "
+                        f"(delta {run.delta:g}); ")
+            else:
+                this = f"run {run_id} spent no epsilon (no DP release); "
+            lifetime = book.lifetime()
+            limit = (f" of {policy.lifetime_epsilon:g} ({max(policy.lifetime_epsilon - lifetime, 0):.4f} left)"
+                     if policy is not None else "")
+            data = book.data_name or f"sha256 {book.data_sha256[:16]}..."
+            lines.append(f"  {name}: budget ({data}): {this}lifetime epsilon charged {lifetime:.4f}{limit}")
+    return lines, intact
 
 
 class Deployment:
@@ -49,36 +104,82 @@ class Deployment:
     its run folders under ``output_dir`` (passed as $FEDHEART_OUTPUT_DIR). Everything else
     (certificates, Flower state, logs) lives under ``workdir``; ``certs`` names a folder of existing
     material (launcher.certs layout) to use instead of new material (checked before anything starts).
+
+    ``policy``: the hospitals' policy file (one for all, or one per hospital), read by each
+    SuperNode's ClientApp for every message (node-config ``policy-path``); checked here with
+    :func:`fedheart.safeguard.policy.load_policy` (:class:`PolicyError`). ``state_root``: each
+    hospital's state folder is ``state_root/<hospital>`` (node-config ``state-dir``: its lifetime
+    privacy ledger and audit trail); required with a policy, useful without one (an audit trail).
     """
 
     def __init__(self, workdir: Path, data_files: Mapping[str, Path], output_dir: Path,
-                 sans: Sequence[str] = (), certs: Path | None = None) -> None:
+                 sans: Sequence[str] = (), certs: Path | None = None,
+                 policy: Path | Mapping[str, Path] | None = None, state_root: Path | None = None) -> None:
         if not data_files:
             raise FlowerError("a deployment needs at least one hospital data file")
         self.workdir = workdir
         self.data_files = {k: Path(v).resolve() for k, v in data_files.items()}
         self.output_dir = output_dir.resolve()
         self.sans = list(sans)
+        self.policies: dict[str, Path] = {}
+        self.rules: dict[str, Policy] = {}
+        if policy is not None:
+            files = policy if isinstance(policy, Mapping) else dict.fromkeys(self.data_files, policy)
+            missing = sorted(set(self.data_files) - set(files))
+            if missing:
+                raise FlowerError(f"no policy file for {', '.join(missing)}")
+            if state_root is None:
+                raise FlowerError("a hospital policy needs a state folder for its ledger and audit trail "
+                                  "(--state-root DIR)")
+            for name in self.data_files:
+                self.policies[name], self.rules[name] = check_policy(Path(files[name]))
+        self.state_root = Path(state_root).expanduser().resolve() if state_root is not None else None
+        self.state_dirs = {name: self.state_root / name for name in self.data_files} if self.state_root else {}
+        for folder in [*([self.state_root] if self.state_root else []), *self.state_dirs.values()]:
+            if folder.exists() and not folder.is_dir():
+                raise FlowerError(f"state folder {folder} exists and is not a folder")
+        for name in self.data_files:
+            node_config_arg(self.node_config(name))  # a value Flower cannot pass fails now, not at start
         self.certs: CertBundle | None = verify_material(certs, list(self.data_files)) if certs else None
         self.link: SuperLink | None = None
         self.nodes: dict[str, SuperNode] = {}
         self.node_ids: dict[str, str] = {}
 
+    def node_config(self, name: str) -> dict[str, str | int | float | bool]:
+        """Hospital ``name``'s --node-config: its file and name, its policy file and state folder if any."""
+        config: dict[str, str | int | float | bool] = {"data-path": str(self.data_files[name]), "hospital": name}
+        if name in self.policies:
+            config["policy-path"] = str(self.policies[name])
+        if name in self.state_dirs:
+            config["state-dir"] = str(self.state_dirs[name])
+        return config
+
+    def safeguards(self, run_id: str | None = None) -> tuple[list[str], bool]:
+        """Each hospital's audit verification and budget lines (:func:`safeguard_report`), against the
+        policy file as it is now (a SuperNode reads it for every message, so it may have changed)."""
+        rules = {}
+        for name, path in self.policies.items():
+            with contextlib.suppress(PolicyError):  # unreadable now: the budget line goes without a limit
+                rules[name] = load_policy(path)
+        return safeguard_report(self.state_dirs, run_id, rules)
+
     def start(self, timeout: float = 180) -> Deployment:
         """Certificates, SuperLink, key registration, SuperNodes; returns once every node is online."""
         try:
+            for state in self.state_dirs.values():  # the hospital's own folder: only it reads it
+                state.mkdir(mode=0o700, parents=True, exist_ok=True)
             if self.certs is None:
                 self.certs = write_bundle(self.workdir / "certs", self.sans, list(self.data_files))
             tls = TlsFiles(self.certs.ca_cert, self.certs.server_cert, self.certs.server_key)
             self.link = SuperLink(self.workdir / "superlink", simulation=False, tls=tls, supernode_auth=True,
                                   extra_env={"FEDHEART_OUTPUT_DIR": str(self.output_dir)})
             self.link.start(timeout)
-            for name, path in self.data_files.items():
+            for name in self.data_files:
                 keys = self.certs.nodes[name]
                 self.node_ids[name] = register_supernode(self.link, keys.public_key, name=name)
                 self.nodes[name] = SuperNode(
                     self.workdir / "supernodes" / name, self.link.address,
-                    {"data-path": str(path), "hospital": name}, root_certificates=self.certs.ca_cert,
+                    self.node_config(name), root_certificates=self.certs.ca_cert,
                     private_key=keys.private_key, name=name).start()
             wait_for_nodes(self.link, list(self.node_ids.values()), list(self.nodes.values()), timeout)
         except BaseException:
@@ -190,6 +291,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--certs", type=Path,
                         help="use this folder's certificates and keys (launcher.certs layout) instead of new ones; "
                              "checked before any process starts")
+    parser.add_argument("--policy", type=Path, metavar="FILE",
+                        help="the hospitals' policy file (YAML, see docs/privacy.md): every SuperNode gets "
+                             "node-config policy-path=FILE; checked before any process starts; needs --state-root")
+    parser.add_argument("--state-root", type=Path, metavar="DIR",
+                        help="hospital state folders DIR/<hospital> (node-config state-dir): lifetime privacy "
+                             "ledger and audit trail, kept across runs")
     args = parser.parse_args(argv)
     overrides = list(args.overrides) + ([f"rounds={args.rounds}"] if args.rounds is not None else [])
     try:
@@ -197,19 +304,31 @@ def main(argv: list[str] | None = None) -> int:
         from fedheart.runs import output_root
         from fedheart.sources import DataNotFoundError
 
+        if args.policy is not None:
+            check_policy(args.policy)  # first: a policy mistake is named before data and certificates are looked at
+        if args.policy is not None and args.state_root is None:
+            raise FlowerError("--policy needs --state-root DIR: each hospital keeps its lifetime privacy ledger and "
+                              "audit trail in DIR/<hospital>")
         files, cfg = hospital_files(overrides, args.data_dir.expanduser().resolve() if args.data_dir else None)
         output_dir = args.output_dir.expanduser().resolve() if args.output_dir else output_root(cfg.output.root)
         certs = verify_material(args.certs.expanduser().resolve(), list(files)) if args.certs else None
-    except (ConfigError, DataNotFoundError, FlowerError, CertError) as exc:
+        workdir = args.workdir / time.strftime("%Y%m%d-%H%M%S")
+        deployment = Deployment(workdir, files, output_dir, args.san, certs=certs.folder if certs else None,
+                                policy=args.policy, state_root=args.state_root)
+    except (ConfigError, DataNotFoundError, FlowerError, CertError, PolicyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    workdir = args.workdir / time.strftime("%Y%m%d-%H%M%S")
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the processes too, like Ctrl-C
-    deployment = Deployment(workdir, files, output_dir, args.san, certs=certs.folder if certs else None)
     try:
         print(f"Starting a TLS SuperLink and {len(files)} authenticated SuperNodes (state and logs: {workdir})")
         for name, path in files.items():
             print(f"  {name}: {path}")
+        if deployment.policies:
+            print(f"Hospital policy: {', '.join(sorted(set(map(str, deployment.policies.values()))))}")
+        else:
+            print(NO_POLICY)
+        if deployment.state_root:
+            print(f"Hospital state (ledger, audit trail): {deployment.state_root}/<hospital>")
         deployment.start()
         assert deployment.link is not None
         print(f"SuperLink {deployment.link.address} with SuperNodes {', '.join(deployment.node_ids)} online")
@@ -228,8 +347,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nRun {run_id}: {status} in {float(record.get('elapsed') or 0):.0f}s")
     print(f"Results: {deployment.run_dir(run_id, cfg.output.run_name)}")
     print(f"Logs:    {workdir}")
+    intact = True
+    if deployment.state_dirs:
+        lines, intact = deployment.safeguards(run_id)
+        print(f"Hospital safeguards ({deployment.state_root}/<hospital>):")
+        print("\n".join(lines))
     if status != COMPLETED:
         print(f"error: the run did not complete: {record.get('status-details')}", file=sys.stderr)
+        return 1
+    if not intact:
+        print("error: a hospital's audit trail does not verify (see above)", file=sys.stderr)
         return 1
     return 0
 

@@ -11,8 +11,6 @@ therefore read no more of a feature's distribution than these noisy counts show.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from fedheart.histograms import HIST_BINS, auc_from_histograms, score_histograms
@@ -29,15 +27,14 @@ def noisy_evaluation(labels: np.ndarray, scores: np.ndarray, noise_multiplier: f
     pos, neg = (np.asarray(h, dtype=float) for h in score_histograms(labels, scores, bins=COARSE))
     noisy = np.concatenate([pos, neg]) + rng.normal(0.0, noise_multiplier, size=2 * COARSE)
     ledger.record(noise_multiplier, 1.0, 1)
+    total = max(float(noisy.sum()), 1.0)  # unbiased sums first: clipping each count at 0 would inflate them
+    half = COARSE // 2
+    accuracy = float(np.clip((noisy[half:COARSE].sum() + noisy[COARSE:COARSE + half].sum()) / total, 0.0, 1.0))
     noisy = np.clip(noisy, 0.0, None)
     pos, neg = noisy[:COARSE], noisy[COARSE:]
     spread = HIST_BINS // COARSE
     fine_pos, fine_neg = np.repeat(pos / spread, spread), np.repeat(neg / spread, spread)
-    total = float(noisy.sum())
-    half = COARSE // 2
-    accuracy = float((pos[half:].sum() + neg[:half].sum()) / total) if total > 0 else math.nan
     centres = (np.arange(COARSE) + 0.5) / COARSE
-    loss = float((-(pos * np.log(centres)).sum() - (neg * np.log(1 - centres)).sum()) / total) if total > 0 \
-        else math.nan
+    loss = float((-(pos * np.log(centres)).sum() - (neg * np.log(1 - centres)).sum()) / max(float(noisy.sum()), 1.0))
     return {"loss": loss, "auc": auc_from_histograms(pos, neg), "accuracy": accuracy,
             "num-examples": float(round(total)), "hist-pos": fine_pos.tolist(), "hist-neg": fine_neg.tolist()}

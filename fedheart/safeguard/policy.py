@@ -10,6 +10,7 @@ server sends. Nothing here can be changed by the server: the file is only read, 
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -92,6 +93,9 @@ def _lines(text: str) -> dict[tuple[str, ...], int]:
 
 def _number(where: str, value: Any, *, low: float, high: float = math.inf, integer: bool = False,
             open_low: bool = False) -> float:
+    if isinstance(value, str):  # YAML 1.1 reads 1e-6 (no decimal point) as text
+        with contextlib.suppress(ValueError):
+            value = float(value)
     ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
     ok = ok and (value > low if open_low else value >= low) and value <= high
     if ok and integer and float(value) != int(value):

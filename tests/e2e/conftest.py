@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,15 +11,41 @@ import pytest
 from fedheart.schema import HOSPITALS
 from launcher.deploy import Deployment
 
+# What the shared deployment's hospitals run under unless a test says otherwise: a policy that lets
+# every other test (plain runs, baselines, faults and resume) behave as without one, while each
+# message still passes the hospital's gate, ledger and audit trail. Its data section is the strict
+# default (split seed 43, train fraction 0.66), which is also the app's default configuration.
+PERMISSIVE_POLICY = """\
+privacy: {require: none, max-epsilon-per-run: 10, lifetime-epsilon: 1000, seeded-noise: false}
+release: {baselines: true, tracking: true, evaluation: full, max-evaluations-per-run: 1000}
+"""
+
+
+def write_policy(path: Path, text: str) -> None:
+    """Replace a hospital's policy file atomically: a SuperNode reads it for every message, and must
+    never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
 
 @pytest.fixture(scope="session")
 def deployment(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Iterator[Deployment]:
     """A TLS SuperLink with SuperNode authentication and one SuperNode per UCI hospital
-    (launcher.deploy.Deployment), shared by tests/e2e/test_deployment.py and test_faults.py.
+    (launcher.deploy.Deployment), shared by tests/e2e/test_deployment.py, test_faults.py and
+    test_policy_deployment.py.
 
-    A module that injects faults must leave it as it found it: every SuperNode running and online.
+    Every hospital has its own policy file (``deployment.policies[name]``, :data:`PERMISSIVE_POLICY`)
+    and state folder (``deployment.state_dirs[name]``: lifetime ledger and audit trail). A module that
+    injects faults or changes a policy must leave it as it found it: every SuperNode running and
+    online, every policy file permissive.
     """
     work = tmp_path_factory.mktemp("deployment")
     files = {h.key: data_dir / h.filename for h in HOSPITALS}
-    with Deployment(work / "state", files, work / "outputs") as deployed:
+    policies = {h.key: work / "policies" / f"{h.key}.yaml" for h in HOSPITALS}
+    for path in policies.values():
+        write_policy(path, PERMISSIVE_POLICY)
+    with Deployment(work / "state", files, work / "outputs", policy=policies,
+                    state_root=work / "hospital-state") as deployed:
         yield deployed

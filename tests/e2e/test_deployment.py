@@ -1,9 +1,10 @@
 """The real local deployment: a TLS SuperLink with SuperNode authentication and four SuperNodes.
 
 One deployment (launcher.deploy.Deployment, the session fixture ``deployment`` of tests/e2e/conftest.py,
-shared with test_faults.py) serves the whole module: a 2-round run of the four UCI
-hospitals, and the security checks (issue 6): a plaintext client, a SuperNode with an unregistered
-key and a SuperNode that does not trust the project CA are all refused.
+shared with test_faults.py and test_policy_deployment.py) serves the whole module: a 2-round run of the four
+UCI hospitals under their permissive policies (every message accepted and audited), and the security checks
+(issue 6): a plaintext client, a SuperNode with an unregistered key and a SuperNode that does not trust the
+project CA are all refused.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from fedheart.safeguard import audit
 from fedheart.schema import HOSPITALS
 from launcher.certs import write_bundle
 from launcher.deploy import COMPLETED, Deployment
@@ -76,9 +78,17 @@ def test_four_hospitals_two_rounds_over_tls_completes_and_beats_majority(deploym
     assert summary["rounds"] == 2
     assert summary["means"]["accuracy"] > summary["means"]["majority-accuracy"]
     assert summary["means"]["auc"] > 0.5
-    # Each SuperNode was given exactly its own file, and nothing else.
+    # Each SuperNode was given exactly its own file, its own policy file and state folder, and nothing else.
     for name, node in deployment.nodes.items():
-        assert node.node_config == {"data-path": str(deployment.data_files[name]), "hospital": name}
+        assert node.node_config == {"data-path": str(deployment.data_files[name]), "hospital": name,
+                                    "policy-path": str(deployment.policies[name]),
+                                    "state-dir": str(deployment.state_dirs[name])}
+    # Under the shared deployment's permissive policy every message was accepted and audited.
+    lines, intact = deployment.safeguards(run_id)
+    assert intact, lines
+    for name, state in deployment.state_dirs.items():
+        kinds = sorted(e["message"] for e in audit.entries(state, run_id) if e["decision"] == "accepted")
+        assert kinds == ["evaluate", "evaluate", "query.baseline", "query.stats", "train", "train"], (name, kinds)
 
 
 def test_plaintext_clients_are_refused_by_the_tls_superlink(deployment: Deployment,
