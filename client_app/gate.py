@@ -48,6 +48,7 @@ class Where:
 
     path: str
     name: str
+    key: str = ""  # simulation: the hospital's own key, which names its state folder whatever the server lists
 
 
 @dataclass
@@ -133,7 +134,7 @@ def handle(kind: str, msg: Message, context: Context, locate: Locate, work: Hand
     state: Path | None = None
     try:
         where = locate(context, sent)
-        policy, state = _policy_and_state(context, where.name)
+        policy, state = _policy_and_state(context, where.key or where.name)
         if policy is None:
             _warn_trusted(where.name)
         if state is None:  # no state folder: today's behaviour, nothing recorded at the hospital

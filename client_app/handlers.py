@@ -53,7 +53,8 @@ def _where(context: Context, config: dict[str, Any]) -> Where:
     h = hospital(keys[pid])
     path = str(hospital_file(h, str(config["data-root"]) or None, allow_download=bool(config["data-download"]),
                              base_url=str(config["data-url"])))
-    return Where(path, h.key if keys.count(h.key) == 1 else f"{h.key}-{pid}")  # a listed-twice file: own name
+    name = h.key if keys.count(h.key) == 1 else f"{h.key}-{pid}"  # a listed-twice file: own name
+    return Where(path, name, key=h.key)
 
 
 def _data(s: Session) -> HospitalData:

@@ -6,6 +6,7 @@ Message kinds: ``query.stats``, ``train``, ``evaluate``, ``query.baseline``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,6 +54,10 @@ def check_request(policy: Policy, kind: str, config: dict[str, Any], *, simulati
             and not policy.tracking:
         raise Refused("release.tracking", f"tracking.backend={config.get('tracking.backend')}",
                       "false (no logging from this hospital)")
+    pipeline = str(config.get("pipeline", "project"))
+    if pipeline != "project" and (policy.dp_required or policy.evaluation == "dp"):
+        raise Refused("privacy.require", f"pipeline={pipeline} (standardised with the exact local mean and std, "
+                      "outside any DP release)", "pipeline=project")
     if kind == "evaluate":
         if policy.evaluation == "none":
             raise Refused("release.evaluation", "an evaluation", "none")
@@ -77,8 +82,11 @@ def _check_dp(policy: Policy, decision: Decision, simulation: bool) -> None:
     for key in ("privacy.noise-multiplier", "privacy.stats-noise-multiplier"):
         z = float(config.get(key, 0.0) or 0.0)
         calibrated = key == "privacy.noise-multiplier" and z == 0  # 0: calibrated to the budget, checked then
-        if not calibrated and z < policy.min_noise_multiplier:
+        if not calibrated and not (math.isfinite(z) and z >= policy.min_noise_multiplier):  # nan, inf: refused
             raise Refused("privacy.min-noise-multiplier", f"{key}={z:g}", f">= {policy.min_noise_multiplier:g}")
+    clip = float(config.get("privacy.max-grad-norm", 1.0))
+    if not (math.isfinite(clip) and clip > 0):
+        raise Refused("privacy.require", f"privacy.max-grad-norm={clip:g}", "a finite clipping norm > 0 (DP-SGD)")
     asked_delta = float(config["privacy.delta"]) if "privacy.delta" in config else None
     decision.set("privacy.delta", policy.delta if asked_delta is None else min(policy.delta, asked_delta))
     if int(config.get("privacy.noise-seed", -1)) >= 0 and not (simulation and policy.seeded_noise):
