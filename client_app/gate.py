@@ -19,7 +19,7 @@ import hashlib
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +64,6 @@ class Session:
     policy: Policy | None = None
     book: BudgetBook | None = None
     run: RunBudget | None = None
-    record: dict[str, Any] = field(default_factory=dict)  # extra audit fields from the handler
 
     @property
     def simulation(self) -> bool:
@@ -130,16 +129,13 @@ def _error(msg: Message, reason: str) -> Message:
 def handle(kind: str, msg: Message, context: Context, locate: Locate, work: Handler) -> Message:
     """Check the request, do ``work``, record it; any failure becomes a safe error reply."""
     sent = dict(msg.content["config"]) if "config" in msg.content.config_records else {}
-    session: Session | None = None
-    state: Path | None = None
     try:
         where = locate(context, sent)
         policy, state = _policy_and_state(context, where.key or where.name)
         if policy is None:
             _warn_trusted(where.name)
         if state is None:  # no state folder: today's behaviour, nothing recorded at the hospital
-            session = Session(kind, msg, sent, where, context, policy)
-            return _run(msg, session, work)
+            return _run(msg, Session(kind, msg, sent, where, context, policy), work)
         with locked(state):
             return _audited(msg, context, kind, sent, where, policy, state, work)
     except Exception as exc:  # before the state folder could record it (policy file, data location)
@@ -185,7 +181,8 @@ def _audited(msg: Message, context: Context, kind: str, sent: dict[str, Any], wh
             log.error("hospital %s: %s message failed: %s", where.name, kind, exc, exc_info=exc)
         reply = _error(msg, reason)
         entry |= {"decision": "refused" if refused else "failed", "reason": reason}
-    entry |= {"epsilon": run.epsilon, "lifetime": book.lifetime(), **session.record,
-              "reply_sha256": _reply_digest(reply)}
+        book = BudgetBook.open(state, book.data_sha256, where.name)  # as saved: nothing of this message
+        run = book.run(context.run_id)
+    entry |= {"epsilon": run.epsilon, "lifetime": book.lifetime(), "reply_sha256": _reply_digest(reply)}
     audit.append(state, entry)
     return reply
