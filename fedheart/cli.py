@@ -7,6 +7,7 @@
     fedheart budget STATE_DIR           privacy budget spent and left, per data file and per run
     fedheart audit show STATE_DIR [--run RUN_ID]   the hospital's audit trail, readably
     fedheart audit verify STATE_DIR     exit 0 if the audit trail is intact, else name the first bad line
+    fedheart app-hash [APP_DIR | FAB ...] the SHA-256 a hospital approves (the FAB hash its SuperNode sees)
 """
 
 from __future__ import annotations
@@ -133,7 +134,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_audit.add_argument("action", choices=["show", "verify"])
     p_audit.add_argument("state_dir", help="the SuperNode's node-config state-dir")
     p_audit.add_argument("--run", help="only this run id (show)")
+    p_hash = sub.add_parser("app-hash", help="the app hash a hospital approves (policy approved-apps)")
+    p_hash.add_argument("paths", nargs="*", default=["."], help="app folders or .fab files (default: .)")
     args = parser.parse_args(argv)
+    if args.command == "app-hash":
+        from launcher.fab import main as app_hash_main  # Flower's FAB builder: the launcher's side
+
+        return app_hash_main(args.paths)
     if args.command == "check-policy":
         return check_policy(args.path)
     if args.command == "budget":
