@@ -1,7 +1,10 @@
 # syntax=docker/dockerfile:1
-# SuperNode with the ClientApp's dependencies: with subprocess isolation the
-# ClientApp runs inside this container. The app code itself arrives with each
-# run (FAB), so runtime dependency installation stays off.
+# SuperNode with the ClientApp's dependencies. A hospital's pod runs this image
+# twice (k8s/base/client/deployment.yaml): as the SuperNode (entrypoint,
+# --isolation process) and as the hospital's launcher sidecar
+# (`python -m launcher.hospital`, docs/security.md), which runs each approved
+# ClientApp with the packages installed here. The app code itself arrives with
+# each run (FAB), so runtime dependency installation stays off.
 #   docker build -f docker/supernode.Dockerfile -t $REGISTRY/fedheart/supernode:$APP_IMAGE_TAG .
 # Ubuntu/Python 3.11 variant: the plain 1.42.0 tag is Alpine (musl, no torch
 # wheels) or Python 3.13, outside the app's requires-python.
@@ -22,7 +25,9 @@ RUN python -m pip install --no-cache-dir \
     && python -m pip install --no-cache-dir -r /tmp/requirements-app.txt \
     && rm /tmp/requirements-app.txt
 
-# The fedheart packages (fedheart, server_app, client_app) without dependencies.
+# The fedheart packages (fedheart, server_app, client_app) and the hospital's
+# launcher (launcher/: its policy and audit code is this image's fedheart, never
+# a bundle's), without dependencies.
 COPY --chown=49999:49999 . /tmp/src
 RUN python -m pip install --no-cache-dir --no-deps /tmp/src \
     && rm -rf /tmp/src

@@ -5,15 +5,19 @@ deployment relies on (ports, addresses, references, security contexts)."""
 from __future__ import annotations
 
 import fnmatch
+import functools
 import ipaddress
+import os
 import re
 import shlex
 import subprocess
+import sys
+import types
 from pathlib import Path
 
 import pytest
 
-from .conftest import DOCS, K8S_DIR, run, tf_variable_default, venv_tool
+from .conftest import DOCS, K8S_DIR, REPO, run, tf_variable_default, venv_tool
 
 OVERLAYS = K8S_DIR / "overlays"
 SERVER_OVERLAYS = ("server", "server-peering")
@@ -112,8 +116,92 @@ def configmap_file(container, spec, path):
 def supernode(docs):
     """(pod spec, SuperNode container, its args with $(VAR) expanded) of a client render."""
     spec = by_kind(docs, "Deployment")["supernode"]["spec"]["template"]["spec"]
-    (sn,) = spec["containers"]
+    (sn,) = [c for c in spec["containers"] if c["name"] == "supernode"]
     return spec, sn, [expand(a, sn) for a in sn["args"]]
+
+
+def runs_launcher(container):
+    """Whether a container runs the hospital's launcher (``python -m launcher.hospital``)."""
+    words = list(container.get("command", [])) + list(container.get("args", []))
+    return any(w.startswith("launcher.hospital") or "launcher/hospital" in w for w in words)
+
+
+def launcher(docs):
+    """(pod spec, launcher container, its args with $(VAR) expanded) of a client render: the container
+    beside the SuperNode, in the same pod, that runs ``python -m launcher.hospital``."""
+    spec, _, _ = supernode(docs)
+    found = [c for c in containers(spec) if runs_launcher(c)]
+    assert len(found) == 1, f"expected one launcher.hospital container in the supernode pod, got {len(found)}"
+    (lc,) = found
+    return spec, lc, [expand(a, lc) for a in lc.get("args", [])]
+
+
+@functools.cache
+def cli_spec(*command):
+    """{option: (takes a value, choices or None)} and the required options, read from `COMMAND --help`
+    (the real entry point, as the container runs it; no private parser is imported)."""
+    result = subprocess.run(
+        [*command, "--help"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "COLUMNS": "1000"},
+        timeout=120,
+    )
+    assert result.returncode == 0, f"{' '.join(command)} --help failed:\n{result.stdout}{result.stderr}"
+    usage, _, rest = result.stdout.partition("\n\n")
+    options = {}
+    for match in re.finditer(r"(?m)^  (-[^ ,]+(?:, -[^ ,]+)*)(?: (\S+))?(?: {2,}|$)", rest):
+        metavar = match.group(2)
+        choices = tuple(metavar[1:-1].split(",")) if metavar and metavar.startswith("{") else None
+        for name in match.group(1).split(", "):
+            options[name] = (metavar is not None, choices)
+    required = set(re.findall(r"(?<![\w-])--[\w-]+", re.sub(r"\[[^\]]*\]", "", usage))) & set(options)
+    assert options, f"no options in {' '.join(command)} --help"
+    return options, required
+
+
+def parse_cli(command, args):
+    """Container args parsed against the options `COMMAND --help` lists: a flag it lacks, a missing
+    value or a missing required option fails here. Returns the values by dest name (flags: True)."""
+    options, required = cli_spec(*command)
+    values, i = {}, 0
+    while i < len(args):
+        name, eq, inline = args[i].partition("=")
+        assert name in options, f"{' '.join(command)} has no option {name} (container args {args})"
+        takes_value, choices = options[name]
+        if takes_value:
+            if eq:
+                value = inline
+            else:
+                assert i + 1 < len(args), f"{name} needs a value"
+                i += 1
+                value = args[i]
+            assert choices is None or value in choices, f"{name} {value}: not one of {choices}"
+        else:
+            assert not eq, f"{name} takes no value"
+            value = True
+        values[name.lstrip("-").replace("-", "_")] = value
+        i += 1
+    missing = {r for r in required if r.lstrip("-").replace("-", "_") not in values}
+    assert not missing, f"{' '.join(command)}: required options {sorted(missing)} missing from {args}"
+    defaults = {n.lstrip("-").replace("-", "_"): (None if options[n][0] else False) for n in options}
+    return types.SimpleNamespace(**{**defaults, **values})
+
+
+def launcher_options(args):
+    """The launcher's container args, checked against `python -m launcher.hospital --help`."""
+    return parse_cli((sys.executable, "-m", "launcher.hospital"), args)
+
+
+def supernode_options(args):
+    """The SuperNode's container args, checked against `flower-supernode --help`."""
+    return parse_cli((venv_tool("flower-supernode"),), args)
+
+
+def mounted_by(spec, volume_name):
+    """Names of the containers of a pod that mount a volume."""
+    return {c["name"] for c in containers(spec) for m in c.get("volumeMounts", []) if m["name"] == volume_name}
 
 
 def node_config(args):
@@ -328,17 +416,166 @@ def test_supernode_dials_the_superlink_port(overlay, render):
     assert "--insecure" not in args
     assert secret_file(sn, spec, flag(args, "--root-certificates")) == ("superlink-ca", "ca.crt")
     assert secret_file(sn, spec, flag(args, "--auth-supernode-private-key")) == ("supernode-auth", "node.key")
-    assert flag(args, "--isolation") == "subprocess"  # the ClientApp runs in this container
     assert not any("allow-runtime-dependency-installation" in a for a in args)
+    supernode_options(args)  # flower-supernode's own parser accepts every flag
+
+
+# ------------------------------------------------ clients: the hospital's launcher beside the SuperNode
+
+
+@pytest.mark.parametrize("overlay", CLIENT_OVERLAYS)
+def test_supernode_runs_in_process_isolation_with_a_loopback_runtime_api(overlay, render):
+    """--isolation process: the SuperNode starts no SuperExec of its own (which would run every app);
+    its Runtime API (--host/--port in 1.42) stays on the pod's loopback, unexposed."""
+    spec, _, args = supernode(render(overlay))
+    options = supernode_options(args)
+    assert options.isolation == "process", f"{overlay}: the SuperNode must run with --isolation process"
+    assert flag(args, "--isolation") == "process"
+    host = flag(args, "--host")
+    assert host is not None and ipaddress.ip_address(host).is_loopback, (
+        f"{overlay}: the Runtime API must listen on loopback (--host 127.0.0.1), got --host {host}"
+    )
+    port = int(options.port)
+    assert flag(args, "--port") is not None, f"{overlay}: pin the Runtime API port (--port) for the launcher"
+    # Not published: no container port, and not the health server's port.
+    for c in containers(spec):
+        assert port not in {p["containerPort"] for p in c.get("ports", [])}, f"{overlay}/{c['name']}: exposes {port}"
+    health = flag(args, "--health-server-address")
+    assert health is None or int(health.rpartition(":")[2]) != port
+    # Nothing but the launcher takes tasks: no Flower SuperExec anywhere in the pod.
+    for c in containers(spec):
+        words = " ".join([c["image"], *c.get("command", []), *c.get("args", [])])
+        assert "superexec" not in words.replace("superexec-auth", ""), f"{overlay}/{c['name']}: a SuperExec"
+
+
+@pytest.mark.parametrize("overlay", CLIENT_OVERLAYS)
+def test_launcher_sidecar_polls_the_supernode_runtime_api(overlay, render):
+    """A second container of the SuperNode's pod runs ``python -m launcher.hospital`` against the
+    SuperNode's loopback Runtime API, from the same app image (torch, opacus, the hospital's fedheart)."""
+    docs = render(overlay)
+    spec, sn, sn_args = supernode(docs)
+    _, lc, args = launcher(docs)
+    assert lc in spec["containers"] and lc is not sn, f"{overlay}: the launcher must be a container of the pod"
+    assert lc["name"] == "launcher"
+    # The image's entrypoint is flower-supernode: the container must replace it.
+    assert lc.get("command") == ["python", "-m", "launcher.hospital"], lc.get("command")
+    options = launcher_options(args)
+    runtime_api = f"{flag(sn_args, '--host')}:{int(supernode_options(sn_args).port)}"
+    assert options.runtime_api_address == runtime_api, (
+        f"{overlay}: the launcher dials {options.runtime_api_address}, the SuperNode's Runtime API is {runtime_api}"
+    )
+    # The Runtime API speaks TLS only with --ssl-certfile; then the launcher needs its CA.
+    if flag(sn_args, "--ssl-certfile") is None:
+        assert options.insecure, f"{overlay}: the SuperNode's Runtime API is plain HTTP: --insecure"
+    else:
+        assert options.root_certificates is not None and not options.insecure
+    # A SuperExec secret only works when both sides hold the same one.
+    sn_secret, lc_secret = flag(sn_args, "--superexec-auth-secret-file"), options.superexec_auth_secret_file
+    assert (sn_secret is None) == (lc_secret is None)
+    if sn_secret is not None:
+        assert secret_file(sn, spec, sn_secret) == secret_file(lc, spec, str(lc_secret))
+    # Same image as the SuperNode: ours, with the app's runtime stack (tests/infra/test_images.py).
+    assert lc["image"] == sn["image"] and "/fedheart/supernode:" in lc["image"]
+    assert options.preload != "none", f"{overlay}: the warm parent should preload the app's stack"
+
+
+@pytest.mark.parametrize("overlay", CLIENT_OVERLAYS)
+def test_launcher_reads_the_policy_read_only_and_writes_the_state_on_the_pvc(overlay, render):
+    """--policy and --state-dir are the node-config's policy-path and state-dir (one audit trail, one
+    lock), and the ClientApp runs in the launcher container: its data, policy and state are mounted
+    there (data and policy read-only, state read-write on the hospital's PVC); the network-facing
+    SuperNode container sees none of them."""
+    docs = render(overlay)
+    spec, sn, sn_args = supernode(docs)
+    _, lc, args = launcher(docs)
+    options = launcher_options(args)
+    pairs = node_config(sn_args)
+    assert str(options.policy) == pairs["policy-path"], f"{overlay}: --policy {options.policy} != policy-path"
+    assert str(options.state_dir) == pairs["state-dir"], f"{overlay}: --state-dir {options.state_dir} != state-dir"
+
+    mount, _ = mount_for(lc, spec, pairs["policy-path"])
+    assert mount.get("readOnly") is True, f"{overlay}: the launcher must mount the policy read-only, got {mount}"
+    name, _ = configmap_file(lc, spec, pairs["policy-path"])
+    assert re.fullmatch(r"fedheart-policy-[a-z0-9]{10}", name) and name in by_kind(docs, "ConfigMap"), name
+
+    mount, volume = mount_for(lc, spec, pairs["state-dir"])
+    claim = volume.get("persistentVolumeClaim")
+    assert claim and claim["claimName"] == "fedheart-data", f"{overlay}: the launcher's state is not on the PVC"
+    assert not mount.get("readOnly") and not claim.get("readOnly"), f"{overlay}: the launcher's state is read-only"
+    assert mount.get("subPath") == "state"
+
+    mount, volume = mount_for(lc, spec, pairs["data-path"])
+    assert mount.get("readOnly") is True and volume["persistentVolumeClaim"]["claimName"] == "fedheart-data"
+
+    for path in (pairs["data-path"], pairs["policy-path"], pairs["state-dir"]):
+        with pytest.raises(AssertionError, match="is not on a volume"):
+            mount_for(sn, spec, path)
+    for c in containers(spec):
+        if c is not lc:
+            for m in c.get("volumeMounts", []):
+                assert m["name"] not in {"data", "policy"}, f"{overlay}/{c['name']} mounts {m['name']}"
+
+
+@pytest.mark.parametrize("overlay", CLIENT_OVERLAYS)
+def test_launcher_container_is_hardened(overlay, render):
+    """Non-root, no privilege escalation, no capability, read-only root; its scratch (/tmp, where its
+    private FLWR_HOME of installed bundles lives) is an emptyDir no other container mounts."""
+    docs = render(overlay)
+    spec, _, _ = supernode(docs)
+    _, lc, args = launcher(docs)
+    pod_sc = spec.get("securityContext", {})
+    sc = lc.get("securityContext", {})
+    assert sc, f"{overlay}: the launcher needs its own securityContext"
+    assert sc.get("runAsNonRoot") is True
+    assert sc.get("runAsUser", pod_sc.get("runAsUser")) not in (None, 0)
+    assert sc.get("runAsGroup", pod_sc.get("runAsGroup")) not in (None, 0)
+    assert sc.get("allowPrivilegeEscalation") is False
+    assert sc.get("privileged", False) is False
+    assert sc.get("readOnlyRootFilesystem") is True
+    assert sc.get("capabilities", {}).get("drop") == ["ALL"] and not sc["capabilities"].get("add")
+    assert sc.get("seccompProfile", pod_sc.get("seccompProfile", {})).get("type") == "RuntimeDefault"
+    env = {e["name"]: e.get("value") for e in lc.get("env", [])}
+    options = launcher_options(args)
+    scratch = [env.get("TMPDIR", "/tmp"), env.get("HOME", "/tmp")]
+    if options.flwr_home is not None:
+        scratch.append(str(options.flwr_home))
+    for path in scratch:
+        mount, volume = mount_for(lc, spec, path)
+        assert "emptyDir" in volume and not mount.get("readOnly"), f"{overlay}: {path} must be a writable emptyDir"
+        assert mounted_by(spec, mount["name"]) == {lc["name"]}, (
+            f"{overlay}: {path} ({mount['name']}) is shared with {mounted_by(spec, mount['name']) - {lc['name']}}"
+        )
+    # `python -m` puts the working directory on sys.path: it must not be writable (else a file there
+    # could shadow the hospital's fedheart or launcher), and PYTHONSAFEPATH keeps it off altogether.
+    assert env.get("PYTHONSAFEPATH") == "1"
+    workdir = lc.get("workingDir", "/")
+    for m in lc.get("volumeMounts", []):
+        prefix = m["mountPath"].rstrip("/") + "/"
+        assert not (workdir.rstrip("/") + "/").startswith(prefix) or m.get("readOnly"), (
+            f"{overlay}: the launcher's workingDir {workdir} is on the writable volume {m['name']}"
+        )
+    for kind in ("requests", "limits"):
+        assert {"cpu", "memory"} <= set(lc.get("resources", {}).get(kind, {})), kind
+
+
+@pytest.mark.parametrize("overlay", SERVER_OVERLAYS)
+def test_server_overlays_run_no_hospital_launcher(overlay, render):
+    """The launcher is the hospital's: the aggregator runs Flower's SuperExec for its ServerApp only."""
+    for name, spec in pod_specs(render(overlay)):
+        for c in containers(spec):
+            assert c["name"] != "launcher" and not runs_launcher(c), f"{overlay}/{name}/{c['name']}"
+            assert "approved-apps" not in " ".join(c.get("args", []))
 
 
 @pytest.mark.parametrize("overlay", CLIENT_OVERLAYS)
 def test_node_config_names_the_hospital_and_its_data_volume(overlay, render):
-    spec, sn, args = supernode(render(overlay))
+    docs = render(overlay)
+    _, _, args = supernode(docs)
+    spec, lc, _ = launcher(docs)  # the ClientApp reads the node-config's paths in the launcher's container
     pairs = node_config(args)
     assert set(pairs) == {"data-path", "hospital", "policy-path", "state-dir"}
     assert pairs["hospital"] == overlay.removeprefix("client-")
-    mount, volume = mount_for(sn, spec, pairs["data-path"])
+    mount, volume = mount_for(lc, spec, pairs["data-path"])
     assert pairs["data-path"].endswith(".csv")
     assert mount.get("readOnly") is True and volume["persistentVolumeClaim"]["claimName"] == "fedheart-data"
 
@@ -350,12 +587,13 @@ def test_hospital_policy_is_its_own_configmap_mounted_read_only(overlay, render)
     from fedheart.safeguard.policy import parse_policy
 
     docs = render(overlay)
-    spec, sn, args = supernode(docs)
+    _, _, args = supernode(docs)
+    spec, lc, _ = launcher(docs)
     path = node_config(args)["policy-path"]
     assert path.startswith("/") and path.endswith((".yaml", ".yml")), path
-    mount, _ = mount_for(sn, spec, path)
+    mount, _ = mount_for(lc, spec, path)
     assert mount.get("readOnly") is True, f"{overlay}: the policy must be mounted read-only, got {mount}"
-    name, key = configmap_file(sn, spec, path)
+    name, key = configmap_file(lc, spec, path)
     configmaps = by_kind(docs, "ConfigMap")
     assert name in configmaps, f"{overlay}: ConfigMap {name} is not rendered"
     # Generated with a content hash: editing policy.yaml renames it and so rolls the SuperNode.
@@ -367,7 +605,12 @@ def test_hospital_policy_is_its_own_configmap_mounted_read_only(overlay, render)
     # The shipped policy is the strict one: DP-SGD required, nothing released outside the budget.
     assert policy.dp_required and policy.max_epsilon_per_run <= policy.lifetime_epsilon
     assert not policy.baselines and not policy.tracking and policy.evaluation != "full"
-    # Only the SuperNode sees the policy (the data loader has no use for it).
+    # approved-apps is there, as a list the launcher accepts (empty: nothing approved yet), and the file
+    # tells the hospital where the hash comes from.
+    assert re.search(r"(?m)^approved-apps:", text), f"{shipped}: no top-level approved-apps list"
+    assert all(re.fullmatch(r"[0-9a-f]{64}", h) for h in policy.approved_apps)
+    assert "python -m launcher.fab ." in text and "approves NOTHING" in text
+    # Only the SuperNode's pod sees the policy (the data loader has no use for it).
     for workload, other in pod_specs(docs):
         if workload != "supernode":
             assert not any("configMap" in v for v in other.get("volumes", [])), workload
@@ -378,7 +621,8 @@ def test_state_dir_is_writable_on_the_hospital_pvc(overlay, render):
     """node-config state-dir (lifetime ledger, audit trail) must outlive the pod: a writable mount of
     the hospital's PVC, while its data stays read-only."""
     docs = render(overlay)
-    spec, sn, args = supernode(docs)
+    _, _, args = supernode(docs)
+    spec, sn, _ = launcher(docs)  # where the ClientApp and the launcher write it
     pairs = node_config(args)
     state = pairs["state-dir"]
     assert state.startswith("/") and state != "/", state
@@ -392,7 +636,7 @@ def test_state_dir_is_writable_on_the_hospital_pvc(overlay, render):
     assert mount_for(sn, spec, pairs["data-path"])[0].get("readOnly") is True
     assert not (state + "/").startswith(pairs["policy-path"].rsplit("/", 1)[0] + "/")
     env = {e["name"]: e.get("value") for e in sn.get("env", [])}
-    for scratch in ("/tmp", env.get("HOME"), env.get("FLWR_HOME")):
+    for scratch in ("/tmp", *(env[k] for k in ("HOME", "TMPDIR", "FLWR_HOME") if env.get(k))):
         assert not (state + "/").startswith(scratch.rstrip("/") + "/"), f"{state} is under scratch {scratch}"
 
 
@@ -417,12 +661,44 @@ def test_docs_name_the_policy_and_state_paths(render):
     docs = DOCS.read_text()
     section = re.search(r"^## [^\n]*Hospital policy and state\n(.*?)(?=^## )", docs, re.S | re.M)
     assert section, 'docs/deploy-eks.md has no "Hospital policy and state" section'
-    _, _, args = supernode(render(CLIENT_OVERLAYS[0]))
+    docs_render = render(CLIENT_OVERLAYS[0])
+    _, _, args = supernode(docs_render)
+    _, lc, _ = launcher(docs_render)
     pairs = node_config(args)
     text = section.group(1)
     assert pairs["policy-path"] in text and "policy.yaml" in text
-    assert re.search(rf"fedheart audit verify {re.escape(pairs['state-dir'])}\b", text)
-    assert re.search(rf"fedheart budget {re.escape(pairs['state-dir'])}\b", text)
+    # The state folder is mounted in the launcher's container only: the commands must exec there.
+    container = rf"deployment/supernode -c {re.escape(lc['name'])} --"
+    for command in ("fedheart audit verify", "fedheart audit show", "fedheart budget"):
+        assert re.search(rf"{container}\s+(?:\\\n\s*)?{command} {re.escape(pairs['state-dir'])}\b", text), command
+    assert not re.search(r"exec deployment/supernode --", docs), "kubectl exec without -c picks the wrong container"
+
+
+def test_docs_explain_the_launcher_and_approving_a_release(render):
+    """The runbook explains the sidecar, how a hospital approves a release hash (edit its overlay's
+    policy.yaml, kustomize regenerates the ConfigMap and rolls the pod) and what a refusal looks like."""
+    docs = DOCS.read_text()
+    section = re.search(r"^## [^\n]*Approve a release[^\n]*\n(.*?)(?=^## )", docs, re.S | re.M)
+    assert section, 'docs/deploy-eks.md has no "Approve a release" section'
+    text = section.group(1)
+    docs_render = render(CLIENT_OVERLAYS[0])
+    _, lc, args = launcher(docs_render)
+    options = launcher_options(args)
+    assert "launcher.hospital" in text and "--isolation process" in text
+    assert options.runtime_api_address in text, "name the Runtime API address the launcher dials"
+    assert "python -m launcher.fab ." in text and "approved-apps" in text
+    assert re.search(r"kubectl [^\n]*apply -k k8s/overlays/client-", text)
+    assert "fedheart check-policy" in text and "rollout status deployment/supernode" in text
+    assert re.search(rf"-c {re.escape(lc['name'])} -- fedheart audit show {re.escape(str(options.state_dir))}", text)
+    assert re.search(r"logs deployment/supernode -c " + re.escape(lc["name"]), text)
+    # What a refusal looks like: the reason the launcher sends and audits, verbatim.
+    phrase = "is not in its policy's approved-apps"
+    sources = "".join(f.read_text() for f in (REPO / "launcher").rglob("*.py"))
+    assert f"refused by the hospital: app {{digest}} {phrase}" in sources, "the launcher's refusal reason changed"
+    assert "refused by the hospital: app <hash> " + phrase in " ".join(text.split())
+    assert re.search(r"\brefused \(refused by the hospital: app [0-9a-f]{64} is not in", text), (
+        "show a `fedheart audit show` line of a refused app"
+    )
 
 
 def test_superlink_address_is_set_in_one_place_per_overlay():
