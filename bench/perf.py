@@ -11,7 +11,7 @@ Side by side, in one run:
       ``bench/quality.py``'s ``pooled_run``).
 For each: wall time (``flwr run`` started until its log stream ends with the run; the median of
 ``--repeat`` runs, (a) and (b) alternated), seconds per round, CPU seconds and peak RSS of the
-whole process tree (the SuperLink and every descendant, sampled from /proc), and the ratios a/b
+whole process tree (the SuperLink and every descendant, sampled with psutil), and the ratios a/b
 and a/c, and where the CPU went: each process group's CPU seconds (the simulation process with
 the ServerApp, Ray's services, the Ray workers running the ClientApps, the SuperLink) between the
 milestones of the run's log. ``--before DIR`` adds (a) from another copy of the code (e.g. a git
@@ -45,33 +45,15 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:  # `python bench/perf.py` puts bench/ first, not the repository
     sys.path.insert(0, str(REPO_ROOT))
 
-from launcher.flower import SuperLink, descendants, submit_run, wait_for_run  # noqa: E402
+from launcher import processes  # noqa: E402
+from launcher.flower import SuperLink, submit_run, wait_for_run  # noqa: E402
 
 FLOOR_APP = REPO_ROOT / "bench" / "floor_app"
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "uci-heart-disease"
 TARGET_A_OVER_B = 1.25
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
-# -- process-tree accounting (/proc; psutil is not installed) -------------------------------------
-def _proc_table() -> dict[int, tuple[int, float, int]]:
-    """pid -> (parent pid, CPU seconds user+system, RSS bytes) for every readable process."""
-    table = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat", "rb") as f:
-                stat = f.read().decode(errors="replace")
-        except OSError:
-            continue
-        fields = stat[stat.rfind(")") + 2:].split()  # after "pid (comm) "
-        ppid, utime, stime, rss = int(fields[1]), int(fields[11]), int(fields[12]), int(fields[21])
-        table[int(entry.name)] = (ppid, (utime + stime) / CLK_TCK, rss * PAGE)
-    return table
-
-
+# -- process-tree accounting (launcher.processes, psutil) -----------------------------------------
 # Process groups of a simulation, by command line (first match): where the CPU goes in a run.
 GROUPS = (("flwr-simulation", "simulation"),  # the ServerApp and the code that drives Ray, one process
           ("default_worker.py", "ray workers"), ("ray::", "ray workers"),  # the actors run the ClientApps
@@ -80,12 +62,8 @@ GROUPS = (("flwr-simulation", "simulation"),  # the ServerApp and the code that 
 
 
 def _group(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return "other"
-    return next((group for key, group in GROUPS if key in cmdline), "other")
+    cmdline = " ".join(processes.cmdline(pid))
+    return next((group for key, group in GROUPS if key in cmdline), "other") if cmdline else "other"
 
 
 class TreeSampler:
@@ -108,13 +86,12 @@ class TreeSampler:
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
     def sample(self) -> None:
-        table = _proc_table()
-        tree = {self.root, *descendants(self.root, {pid: row[0] for pid, row in table.items()})} & table.keys()
-        for pid in tree:
-            self.cpu[pid] = table[pid][1]
+        tree = processes.tree_usage(self.root)  # pid -> (CPU seconds, RSS bytes)
+        for pid, (cpu, _rss) in tree.items():
+            self.cpu[pid] = cpu
             if pid not in self.groups:
                 self.groups[pid] = _group(pid)
-        self.peak_rss = max(self.peak_rss, sum(table[p][2] for p in tree))
+        self.peak_rss = max(self.peak_rss, sum(rss for _cpu, rss in tree.values()))
         self.peak_processes = max(self.peak_processes, len(tree))
         point = {"t": round(time.perf_counter() - self.started, 2)}
         for pid, cpu in self.cpu.items():
@@ -391,7 +368,8 @@ def deployment(rounds: int, extra: list[str]) -> dict[str, Any]:
     row: dict[str, Any] = {"name": "deployment-tls"}
     with tempfile.TemporaryDirectory(prefix="fedheart-deploy-") as tmp, load_window(row):
         argv = [sys.executable, "-m", "launcher.deploy", "--rounds", str(rounds), "--data-dir", str(DEFAULT_DATA),
-                "--output-dir", f"{tmp}/out", "--workdir", f"{tmp}/work", "output.run_name=deploy", *extra]
+                "--output-dir", f"{tmp}/out", "--workdir", f"{tmp}/work", "--launcher", "flower",  # as measured
+                "output.run_name=deploy", *extra]
         started = time.perf_counter()
         proc = subprocess.Popen(argv, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})

@@ -1,7 +1,7 @@
 """Deploy the federation for real on this machine: TLS, authenticated SuperNodes, one per hospital.
 
     python -m launcher.deploy [--rounds N] [--data-dir DIR] [--output-dir DIR] [--certs DIR]
-                              [--policy FILE --state-root DIR] [HYDRA_OVERRIDE ...]
+                              --policy FILE --state-root DIR [--launcher hospital|flower] [HYDRA_OVERRIDE ...]
 
 Generates a CA, a server certificate (SANs localhost, 127.0.0.1, ::1) and one EC P-384 key pair per
 hospital (launcher.certs; or, with ``--certs DIR``, uses that folder's material once checked: files
@@ -17,14 +17,24 @@ or failure. All processes listen on loopback on free ports. Exit code 0 only for
 With ``--policy FILE --state-root DIR`` every hospital's SuperNode also gets ``policy-path='FILE'``
 (its policy, checked here before anything starts) and ``state-dir='DIR/<hospital>'`` (its lifetime
 privacy ledger and audit trail, client_app/gate.py); the end of the output shows each hospital's
-``fedheart audit verify`` result and privacy budget. Without ``--policy`` the aggregator decides
-every privacy setting, and the output says so.
+``fedheart audit verify`` result and privacy budget.
+
+``--launcher hospital`` (the default): each SuperNode runs with ``--isolation process`` and, beside
+it, the hospital's launcher (``python -m launcher.hospital``, docs/security.md) on its loopback
+Runtime API, with the SuperNode's policy file and state folder and a SuperExec auth secret shared by
+the two: only apps whose bundle hash the policy lists in ``approved-apps`` run, each message in a
+child forked from a warm parent. The output names the hash of the app it submits
+(``launcher.fab.app_hash``) and warns about every policy that does not approve it. The launcher
+needs a policy: without ``--policy`` the command refuses to start (exit 2). ``--launcher flower``:
+Flower's stock SuperExec in each SuperNode (``--isolation subprocess``), which runs any app it is
+sent; without ``--policy`` the aggregator then decides every privacy setting, and the output says so.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import signal
 import sys
 import time
@@ -34,6 +44,7 @@ from typing import IO, Any
 
 from fedheart.safeguard.policy import Policy, PolicyError, load_policy
 from launcher.certs import CertBundle, CertError, verify_material, write_bundle
+from launcher.fab import AppHashError, app_hash
 from launcher.flower import (
     REPO_ROOT,
     FlowerError,
@@ -48,10 +59,15 @@ from launcher.flower import (
     wait_for_run,
     wait_until,
 )
+from launcher.sidecar import LauncherProcess, superexec_secret
 
 COMPLETED = "finished:completed"
 NO_POLICY = ("No hospital policy (--policy): the aggregator is trusted with every privacy decision; each "
              "hospital follows the privacy settings the server sends.")
+LAUNCHERS = ("hospital", "flower")  # launcher.hospital beside each SuperNode / Flower's stock SuperExec
+NEEDS_APPROVAL = ("--launcher hospital (the default) runs only the apps a hospital's policy approves: give --policy "
+                  "FILE listing the app's hash under approved-apps (the hash: python -m launcher.fab .) and "
+                  "--state-root DIR, or --launcher flower for Flower's stock SuperExec, which runs any app")
 
 
 def check_policy(path: Path) -> tuple[Path, Policy]:
@@ -110,13 +126,26 @@ class Deployment:
     :func:`fedheart.safeguard.policy.load_policy` (:class:`PolicyError`). ``state_root``: each
     hospital's state folder is ``state_root/<hospital>`` (node-config ``state-dir``: its lifetime
     privacy ledger and audit trail); required with a policy, useful without one (an audit trail).
+
+    ``launcher``: ``"hospital"`` (needs ``policy``) runs each SuperNode with ``--isolation process``
+    and a :class:`launcher.sidecar.LauncherProcess` beside it (``launchers[name]``), which runs only
+    the apps the hospital's policy approves (``approved-apps``); ``"flower"``: Flower's own SuperExec
+    in each SuperNode, which runs any app. ``app_dir`` is what :meth:`run` submits (its hash:
+    :attr:`app_hash`).
     """
 
     def __init__(self, workdir: Path, data_files: Mapping[str, Path], output_dir: Path,
                  sans: Sequence[str] = (), certs: Path | None = None,
-                 policy: Path | Mapping[str, Path] | None = None, state_root: Path | None = None) -> None:
+                 policy: Path | Mapping[str, Path] | None = None, state_root: Path | None = None,
+                 launcher: str = "hospital", app_dir: Path = REPO_ROOT) -> None:
         if not data_files:
             raise FlowerError("a deployment needs at least one hospital data file")
+        if launcher not in LAUNCHERS:
+            raise FlowerError(f"launcher {launcher!r}: one of {', '.join(LAUNCHERS)}")
+        if launcher == "hospital" and policy is None:
+            raise FlowerError(NEEDS_APPROVAL)
+        self.launcher = launcher
+        self.app_dir = Path(app_dir)
         self.workdir = workdir
         self.data_files = {k: Path(v).resolve() for k, v in data_files.items()}
         self.output_dir = output_dir.resolve()
@@ -143,7 +172,26 @@ class Deployment:
         self.certs: CertBundle | None = verify_material(certs, list(self.data_files)) if certs else None
         self.link: SuperLink | None = None
         self.nodes: dict[str, SuperNode] = {}
+        self.launchers: dict[str, LauncherProcess] = {}
         self.node_ids: dict[str, str] = {}
+
+    @functools.cached_property
+    def app_hash(self) -> str:
+        """SHA-256 of the bundle :meth:`run` submits (``flwr run`` builds it from ``app_dir`` at submit
+        time: an edit in between gives the run another hash, which the hospitals refuse)."""
+        return app_hash(self.app_dir)
+
+    def unapproving(self) -> list[str]:
+        """Hospitals whose policy file, as it is now, does not list :attr:`app_hash` in approved-apps."""
+        missing = []
+        for name, path in self.policies.items():
+            try:
+                approved = {h.lower() for h in load_policy(path).approved_apps}
+            except PolicyError:
+                approved = set()
+            if self.app_hash not in approved:
+                missing.append(name)
+        return missing
 
     def node_config(self, name: str) -> dict[str, str | int | float | bool]:
         """Hospital ``name``'s --node-config: its file and name, its policy file and state folder if any."""
@@ -164,7 +212,8 @@ class Deployment:
         return safeguard_report(self.state_dirs, run_id, rules)
 
     def start(self, timeout: float = 180) -> Deployment:
-        """Certificates, SuperLink, key registration, SuperNodes; returns once every node is online."""
+        """Certificates, SuperLink, key registration, SuperNodes (and their launchers); returns once every
+        node is online and every launcher polls its SuperNode."""
         try:
             for state in self.state_dirs.values():  # the hospital's own folder: only it reads it
                 state.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -177,11 +226,18 @@ class Deployment:
             for name in self.data_files:
                 keys = self.certs.nodes[name]
                 self.node_ids[name] = register_supernode(self.link, keys.public_key, name=name)
+                workdir = self.workdir / "supernodes" / name
+                secret = superexec_secret(workdir) if self.launcher == "hospital" else None
                 self.nodes[name] = SuperNode(
-                    self.workdir / "supernodes" / name, self.link.address,
-                    self.node_config(name), root_certificates=self.certs.ca_cert,
-                    private_key=keys.private_key, name=name).start()
+                    workdir, self.link.address, self.node_config(name), root_certificates=self.certs.ca_cert,
+                    private_key=keys.private_key, name=name,
+                    isolation="process" if secret else "subprocess", superexec_auth_secret=secret).start()
+                if secret:
+                    self.launchers[name] = LauncherProcess(self.nodes[name], self.policies[name],
+                                                           self.state_dirs[name], secret).start()
             wait_for_nodes(self.link, list(self.node_ids.values()), list(self.nodes.values()), timeout)
+            for launcher in self.launchers.values():
+                launcher.wait_ready(timeout)
         except BaseException:
             self.stop()
             raise
@@ -192,14 +248,41 @@ class Deployment:
         """``flwr run`` the app on this federation; returns the run id and its ``flwr ls`` record."""
         if self.link is None:
             raise FlowerError("start() the deployment first")
-        run_id = submit_run(self.link, overrides=overrides, stream=stream, echo=echo, timeout=timeout)
+        run_id = submit_run(self.link, overrides=overrides, app_dir=self.app_dir, stream=stream, echo=echo,
+                            timeout=timeout)
         return run_id, wait_for_run(self.link, run_id, timeout=timeout)
 
     def wait_online(self, timeout: float = 180) -> None:
-        """Return once every hospital's SuperNode is online (e.g. after a fault); fail if one has exited."""
+        """Return once every hospital's SuperNode is online (e.g. after a fault); fail if one of them or
+        of their launchers has exited."""
         if self.link is None:
             raise FlowerError("start() the deployment first")
         wait_for_nodes(self.link, list(self.node_ids.values()), list(self.nodes.values()), timeout)
+        for launcher in self.launchers.values():
+            launcher.check()
+
+    def clientapp_pids(self, name: str) -> list[int]:
+        """The processes running hospital ``name``'s ClientApp tasks now: its launcher's forked children,
+        or with ``launcher="flower"`` the ``flwr-clientapp`` processes under its SuperNode."""
+        if name in self.launchers:
+            return self.launchers[name].clientapp_pids()
+        return self.nodes[name].clientapp_pids()
+
+    def kill_node(self, name: str) -> None:
+        """SIGKILL hospital ``name``'s SuperNode with its launcher and ClientApps (a crashed machine)."""
+        if name in self.launchers:
+            self.launchers[name].kill()
+        self.nodes[name].kill()
+
+    def kill_launcher(self, name: str) -> list[int]:
+        """SIGKILL hospital ``name``'s launcher only (its SuperNode stays connected); returns the children
+        it had, which die with it."""
+        return self.launchers[name].kill(children=False)
+
+    def restart_launcher(self, name: str) -> LauncherProcess:
+        """Start hospital ``name``'s launcher again (killed first if it still runs), against its
+        SuperNode's current port; returns once started, not yet polling (``wait_ready``)."""
+        return self.launchers[name].restart()
 
     def restart_node(self, name: str, timeout: float = 180) -> SuperNode:
         """Start hospital ``name``'s SuperNode again after it died (e.g. ``nodes[name].kill()``): same
@@ -220,7 +303,20 @@ class Deployment:
 
         wait_until(old_session_over, timeout, f"the SuperLink counts {name}'s dead SuperNode offline",
                    max_delay=4.0)  # each check is a `flwr supernode list` (~2 s CPU)
-        return self.nodes[name].restart()
+        node = self.nodes[name].restart()
+        if name in self.launchers:  # the SuperNode listens on a new port: its launcher follows it
+            self.launchers[name].restart()
+        return node
+
+    def ensure_running(self, timeout: float = 180) -> None:
+        """Restart every SuperNode (:meth:`restart_node`) or launcher that is not running; then
+        :meth:`wait_online`."""
+        for name, node in self.nodes.items():
+            if node.process is None or node.process.popen.poll() is not None:
+                self.restart_node(name, timeout)
+            elif name in self.launchers and not self.launchers[name].running:
+                self.restart_launcher(name)
+        self.wait_online(timeout)
 
     def run_dir(self, run_id: str, run_name: str | None = None) -> Path:
         """The run's output folder: ``output_dir/<run_name>``, by default the one named ``*-run<id>``."""
@@ -230,7 +326,10 @@ class Deployment:
         return found[-1] if found else self.output_dir / f"<no folder for run {run_id}>"
 
     def stop(self) -> None:
-        """Stop the SuperNodes, then the SuperLink (each ends its own SuperExec and app processes)."""
+        """Stop the launchers (each lets its running tasks finish, then ends them), the SuperNodes, then
+        the SuperLink (each ends its own SuperExec and app processes)."""
+        for launcher in self.launchers.values():
+            launcher.stop()
         for node in self.nodes.values():
             node.stop()
         if self.link:
@@ -238,6 +337,7 @@ class Deployment:
 
     def logs(self) -> list[Path]:
         paths = [n.process.log_path for n in self.nodes.values() if n.process]
+        paths += [launcher.log_path for launcher in self.launchers.values() if launcher.process]
         if self.link and self.link.process:
             paths.insert(0, self.link.process.log_path)
         return paths
@@ -297,6 +397,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--state-root", type=Path, metavar="DIR",
                         help="hospital state folders DIR/<hospital> (node-config state-dir): lifetime privacy "
                              "ledger and audit trail, kept across runs")
+    parser.add_argument("--launcher", choices=LAUNCHERS, default="hospital",
+                        help="hospital (default): launcher.hospital beside each SuperNode runs only the apps its "
+                             "policy approves (approved-apps; needs --policy); flower: Flower's stock SuperExec, "
+                             "which runs any app")
     args = parser.parse_args(argv)
     overrides = list(args.overrides) + ([f"rounds={args.rounds}"] if args.rounds is not None else [])
     try:
@@ -309,13 +413,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.policy is not None and args.state_root is None:
             raise FlowerError("--policy needs --state-root DIR: each hospital keeps its lifetime privacy ledger and "
                               "audit trail in DIR/<hospital>")
+        if args.launcher == "hospital" and args.policy is None:
+            raise FlowerError(NEEDS_APPROVAL)
         files, cfg = hospital_files(overrides, args.data_dir.expanduser().resolve() if args.data_dir else None)
         output_dir = args.output_dir.expanduser().resolve() if args.output_dir else output_root(cfg.output.root)
         certs = verify_material(args.certs.expanduser().resolve(), list(files)) if args.certs else None
         workdir = args.workdir / time.strftime("%Y%m%d-%H%M%S")
         deployment = Deployment(workdir, files, output_dir, args.san, certs=certs.folder if certs else None,
-                                policy=args.policy, state_root=args.state_root)
-    except (ConfigError, DataNotFoundError, FlowerError, CertError, PolicyError) as exc:
+                                policy=args.policy, state_root=args.state_root, launcher=args.launcher)
+        fab_hash = deployment.app_hash  # the bundle `flwr run .` will send: what a hospital approves
+    except (ConfigError, DataNotFoundError, FlowerError, CertError, PolicyError, AppHashError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the processes too, like Ctrl-C
@@ -323,6 +430,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Starting a TLS SuperLink and {len(files)} authenticated SuperNodes (state and logs: {workdir})")
         for name, path in files.items():
             print(f"  {name}: {path}")
+        print(f"App submitted: {REPO_ROOT} (bundle sha256 {fab_hash}: the hash a hospital lists in approved-apps)")
+        if deployment.launcher == "hospital":
+            print("Each SuperNode runs with launcher.hospital beside it: only approved apps run (docs/security.md)")
+            for name in deployment.unapproving():
+                print(f"warning: {name}'s policy {deployment.policies[name]} does not list {fab_hash} in "
+                      "approved-apps: its launcher will refuse the run", file=sys.stderr)
+        else:
+            print("Each SuperNode runs Flower's stock SuperExec (--launcher flower): any app submitted runs")
         if deployment.policies:
             print(f"Hospital policy: {', '.join(sorted(set(map(str, deployment.policies.values()))))}")
         else:
@@ -337,7 +452,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}\nlogs: {', '.join(map(str, deployment.logs()))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("interrupted: SuperLink and SuperNodes stopped", file=sys.stderr)
+        print("interrupted: SuperLink, SuperNodes and launchers stopped", file=sys.stderr)
         return 130
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not leave processes behind

@@ -15,10 +15,12 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
+
+from launcher.processes import processes_named
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FLOWER_ENV = {
@@ -78,62 +80,6 @@ def wait_until(check: Any, timeout: float, what: str, proc: subprocess.Popen | N
         time.sleep(delay)  # back-off between readiness probes, not a synchronisation sleep
         delay = min(delay * 2, max_delay)
     raise FlowerError(f"{what}: not ready after {timeout:.0f}s")
-
-
-def _stat_fields(pid: int) -> list[str]:
-    """Fields of /proc/PID/stat after the command name (state, ppid, pgrp, ...)."""
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-
-
-def parent_pids() -> dict[int, int]:
-    """pid -> parent pid of every living process, read from /proc (Linux)."""
-    parents = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parents[int(entry.name)] = int(_stat_fields(int(entry.name))[1])
-            except (OSError, IndexError, ValueError):  # the process ended while we looked
-                continue
-    return parents
-
-
-def descendants(pid: int, parents: Mapping[int, int] | None = None) -> list[int]:
-    """Every descendant of process ``pid`` (children, grandchildren, ...); ``parents``: a
-    :func:`parent_pids` table already read, else /proc is read now."""
-    children: dict[int, list[int]] = {}
-    for child, parent in (parent_pids() if parents is None else parents).items():
-        children.setdefault(parent, []).append(child)
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
-def program_of(pid: int) -> str:
-    """The program a process runs: the file name of its script for ``python SCRIPT ...``, else of argv[0];
-    "" once it has ended."""
-    try:
-        argv = [a.decode(errors="replace") for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if a]
-    except OSError:
-        return ""
-    if len(argv) > 1 and Path(argv[0]).name.startswith("python") and not argv[1].startswith("-"):
-        return Path(argv[1]).name
-    return Path(argv[0]).name if argv else ""
-
-
-def process_state(pid: int) -> str:
-    """The kernel's one-letter state of a process (``R``, ``S``, ``T`` stopped, ``Z`` zombie), "" once gone."""
-    try:
-        return _stat_fields(pid)[0]
-    except (OSError, IndexError):
-        return ""
-
-
-def processes_named(root: int, program: str) -> list[int]:
-    """Descendants of ``root`` running ``program`` (e.g. ``flwr-serverapp``, ``flwr-clientapp``)."""
-    return [pid for pid in descendants(root) if program_of(pid) == program]
 
 
 def health_ok(url: str, context: Any = None) -> bool:
@@ -380,6 +326,8 @@ class SuperNode:
 
     ``root_certificates`` None means plaintext (``--insecure``). The SuperNode never installs app
     dependencies at run time (that needs ``--allow-runtime-dependency-installation``, never passed).
+    ``isolation="process"``: it starts no SuperExec; a launcher beside it takes its tasks from its Runtime
+    API (``--host 127.0.0.1 --port PORT``), signing them with ``superexec_auth_secret`` if given.
     """
 
     workdir: Path
@@ -390,6 +338,7 @@ class SuperNode:
     isolation: str = "subprocess"
     name: str = "supernode"
     max_retries: int | None = None
+    superexec_auth_secret: Path | None = None
     port: int = field(default_factory=free_port)
     extra_env: dict[str, str] = field(default_factory=dict)
     process: Process | None = None
@@ -409,6 +358,8 @@ class SuperNode:
             argv += ["--node-config", node_config_arg(self.node_config)]
         if self.max_retries is not None:
             argv += ["--max-retries", str(self.max_retries)]
+        if self.superexec_auth_secret:
+            argv += ["--superexec-auth-secret-file", str(self.superexec_auth_secret)]
         return argv
 
     def start(self) -> SuperNode:
@@ -419,7 +370,8 @@ class SuperNode:
         return self
 
     def kill(self) -> None:
-        """SIGKILL the SuperNode with its SuperExec and ClientApp processes (a crashed hospital machine)."""
+        """SIGKILL the SuperNode with its SuperExec and ClientApp processes (a crashed hospital machine;
+        with ``isolation="process"`` only the SuperNode: see ``Deployment.kill_node``)."""
         if self.process:
             self.process.kill_group()
 
@@ -439,7 +391,8 @@ class SuperNode:
         return self.start()
 
     def clientapp_pids(self) -> list[int]:
-        """The ``flwr-clientapp`` processes this SuperNode runs now (one per message being handled)."""
+        """The ``flwr-clientapp`` processes this SuperNode runs now (one per message being handled; none
+        with ``isolation="process"``: see ``Deployment.clientapp_pids``)."""
         return processes_named(self.process.popen.pid, "flwr-clientapp") if self.process else []
 
     def wait_exit(self, timeout: float) -> int:

@@ -10,6 +10,8 @@ import pytest
 
 from fedheart.schema import HOSPITALS
 from launcher.deploy import Deployment
+from launcher.fab import app_hash
+from launcher.flower import REPO_ROOT
 
 # What the shared deployment's hospitals run under unless a test says otherwise: a policy that lets
 # every other test (plain runs, baselines, faults and resume) behave as without one, while each
@@ -19,6 +21,11 @@ PERMISSIVE_POLICY = """\
 privacy: {require: none, max-epsilon-per-run: 10, lifetime-epsilon: 1000, seeded-noise: false}
 release: {baselines: true, tracking: true, evaluation: full, max-evaluations-per-run: 1000}
 """
+
+
+def approving(policy: str, fab_hash: str) -> str:
+    """``policy`` with ``approved-apps: [fab_hash]``: the hospital's launcher runs that app, and only it."""
+    return policy + f"approved-apps: [{fab_hash}]\n"
 
 
 def write_policy(path: Path, text: str) -> None:
@@ -31,21 +38,30 @@ def write_policy(path: Path, text: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def deployment(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Iterator[Deployment]:
-    """A TLS SuperLink with SuperNode authentication and one SuperNode per UCI hospital
-    (launcher.deploy.Deployment), shared by tests/e2e/test_deployment.py, test_faults.py and
-    test_policy_deployment.py.
+def approved_app() -> str:
+    """The hash of the app as the deployment's runs submit it (``flwr run .`` bundles the working tree at
+    submit time), taken once when the session starts. An edit to the app's files during a local session
+    changes the hash of later runs, which every hospital's launcher then refuses: the behaviour wanted."""
+    return app_hash(REPO_ROOT)
 
-    Every hospital has its own policy file (``deployment.policies[name]``, :data:`PERMISSIVE_POLICY`)
-    and state folder (``deployment.state_dirs[name]``: lifetime ledger and audit trail). A module that
-    injects faults or changes a policy must leave it as it found it: every SuperNode running and
-    online, every policy file permissive.
+
+@pytest.fixture(scope="session")
+def deployment(tmp_path_factory: pytest.TempPathFactory, data_dir: Path, approved_app: str) -> Iterator[Deployment]:
+    """A TLS SuperLink with SuperNode authentication and one SuperNode per UCI hospital, each with the
+    hospital's launcher beside it (launcher.deploy.Deployment, ``launcher="hospital"``), shared by
+    tests/e2e/test_deployment.py, test_faults.py and test_policy_deployment.py.
+
+    Every hospital has its own policy file (``deployment.policies[name]``, :data:`PERMISSIVE_POLICY`
+    approving :func:`approved_app`) and state folder (``deployment.state_dirs[name]``: lifetime ledger
+    and audit trail). A module that injects faults or changes a policy must leave it as it found it:
+    every SuperNode and launcher running, every SuperNode online, every policy file permissive.
     """
     work = tmp_path_factory.mktemp("deployment")
     files = {h.key: data_dir / h.filename for h in HOSPITALS}
     policies = {h.key: work / "policies" / f"{h.key}.yaml" for h in HOSPITALS}
     for path in policies.values():
-        write_policy(path, PERMISSIVE_POLICY)
+        write_policy(path, approving(PERMISSIVE_POLICY, approved_app))
     with Deployment(work / "state", files, work / "outputs", policy=policies,
-                    state_root=work / "hospital-state") as deployed:
+                    state_root=work / "hospital-state", launcher="hospital") as deployed:
+        assert deployed.app_hash == approved_app
         yield deployed

@@ -2,7 +2,8 @@
 
 One deployment (launcher.deploy.Deployment, the session fixture ``deployment`` of tests/e2e/conftest.py,
 shared with test_faults.py and test_policy_deployment.py) serves the whole module: a 2-round run of the four
-UCI hospitals under their permissive policies (every message accepted and audited), and the security checks
+UCI hospitals under their permissive policies (the app's hash approved by each hospital's launcher, every
+message run in a forked process of its own, accepted and audited), and the security checks
 (issue 6): a plaintext client, a SuperNode with an unregistered key and a SuperNode that does not trust the
 project CA are all refused.
 """
@@ -89,6 +90,12 @@ def test_four_hospitals_two_rounds_over_tls_completes_and_beats_majority(deploym
     for name, state in deployment.state_dirs.items():
         kinds = sorted(e["message"] for e in audit.entries(state, run_id) if e["decision"] == "accepted")
         assert kinds == ["evaluate", "evaluate", "query.baseline", "query.stats", "train", "train"], (name, kinds)
+        # The hospital's launcher approved the app's hash and ran each message in a child of its own.
+        launcher = deployment.launchers[name]
+        assert deployment.nodes[name].isolation == "process"
+        assert f"app {deployment.app_hash} approved, forking" in launcher.log_path.read_text()
+        tasks = [t for t in launcher.tasks() if t.run == run_id]
+        assert sorted(t.message for t in tasks) == kinds and len({t.pid for t in tasks}) == len(tasks), tasks
 
 
 def test_plaintext_clients_are_refused_by_the_tls_superlink(deployment: Deployment,

@@ -1,6 +1,6 @@
 """launcher.hospital beside real SuperNodes (``--isolation process``): an unapproved app is refused
-before any of its code runs, the approved one completes on the same nodes, and a launcher ends once
-its SuperNode is gone.
+before any of its code runs, the approved one completes on the same nodes (each message in a forked
+process of its own), and a launcher ends once its SuperNode is gone.
 
 Its own insecure loopback federation (shares nothing with the TLS ``deployment`` fixture): a SuperLink,
 two UCI hospitals, one SuperNode and one launcher each; the policy approves only this repository's
@@ -11,7 +11,6 @@ checkout during the test cannot change the approved bundle.
 from __future__ import annotations
 
 import shutil
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,19 +18,18 @@ from pathlib import Path
 import pytest
 
 from fedheart.safeguard import audit
+from launcher import processes
 from launcher.fab import app_hash
 from launcher.flower import (
     REPO_ROOT,
-    Process,
     SuperLink,
     SuperNode,
-    flower_env,
     list_supernodes,
-    start_process,
     submit_run,
     wait_for_run,
     wait_until,
 )
+from launcher.sidecar import LauncherProcess, superexec_secret
 
 pytestmark = [pytest.mark.e2e, pytest.mark.filterwarnings("ignore:GitWildMatchPattern:DeprecationWarning")]
 
@@ -46,7 +44,7 @@ class Federation:
     app: Path  # the snapshot of this repository's app that the policy approves
     approved: str
     nodes: dict[str, SuperNode] = field(default_factory=dict)
-    launchers: dict[str, Process] = field(default_factory=dict)
+    launchers: dict[str, LauncherProcess] = field(default_factory=dict)
 
     def state(self, name: str) -> Path:
         return self.work / "state" / name
@@ -55,15 +53,7 @@ class Federation:
 def _ours(work: Path) -> list[str]:
     """Processes whose command line names the work folder (SuperLink, SuperNodes, launchers and their
     forked children all do)."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        try:
-            cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if proc.name.isdigit() and str(work) in cmd:
-            found.append(f"{proc.name}: {cmd[:150]}")
-    return found
+    return processes.matching(str(work))
 
 
 @pytest.fixture(scope="module")
@@ -83,17 +73,18 @@ def federation(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Iter
     try:
         fed.link.start()
         for name, filename in HOSPITALS.items():
+            # As launcher.deploy runs them: the SuperNode and its launcher share a SuperExec auth secret.
+            secret = superexec_secret(work / name)
             node = SuperNode(work / name, fed.link.address, {
                 "data-path": str(data_dir / filename), "hospital": name, "policy-path": str(policy),
-                "state-dir": str(fed.state(name))}, isolation="process", name=name, extra_env=env)
+                "state-dir": str(fed.state(name))}, isolation="process", name=name, extra_env=env,
+                superexec_auth_secret=secret)
             fed.nodes[name] = node.start()
-            fed.launchers[name] = start_process(
-                f"launcher-{name}", [sys.executable, "-m", "launcher.hospital", "--runtime-api-address",
-                                     f"127.0.0.1:{node.port}", "--policy", str(policy), "--state-dir",
-                                     str(fed.state(name)), "--insecure", "--patience", "5"],
-                flower_env(node.flwr_home, env), work / name / "launcher.log")
+            fed.launchers[name] = LauncherProcess(node, policy, fed.state(name), secret, patience=5).start()
         wait_until(lambda: sum(n.get("status") == "online" for n in list_supernodes(fed.link)) == len(HOSPITALS),
                    180, "both SuperNodes online", max_delay=2.0)
+        for launcher in fed.launchers.values():
+            launcher.wait_ready()
         yield fed
     finally:
         for proc in [*fed.launchers.values(), *fed.nodes.values(), fed.link]:
@@ -146,18 +137,28 @@ def test_the_approved_app_completes_on_the_same_supernodes(federation: Federatio
         assert entries and all(e["decision"] == "accepted" for e in entries), entries
         # The gate names the app by its install folder: the bundle's own code ran, not this checkout's.
         assert {e["app"]["fab"] for e in entries} == {federation.approved[:8]}
-        log = (federation.work / name / "launcher.log").read_text()
+        launcher = federation.launchers[name]
+        log = launcher.log_path.read_text()
         assert f"app {federation.approved} approved, forking" in log  # the SuperNode's task hash = app_hash
-        assert " ended (exit 0)" in log and "Traceback" not in log
+        assert "Traceback" not in log
+        # Every message ran in a process of its own, forked for it (never the launcher itself), which ended.
+        tasks = [t for t in launcher.tasks() if t.run == run_id]
+        assert sorted(t.message for t in tasks) == sorted(e["message"] for e in entries), (tasks, entries)
+        assert len(tasks) >= 4 and len({t.pid for t in tasks}) == len(tasks), tasks
+        assert len({t.task for t in tasks}) == len(tasks) and len({t.node for t in tasks}) == 1, tasks
+        assert launcher.process is not None and launcher.process.popen.pid not in {t.pid for t in tasks}
+        for task in tasks:
+            assert f"child {task.pid} ended (exit 0)" in log, task
 
 
 def test_a_launcher_ends_when_its_supernode_is_gone(federation: Federation) -> None:
     federation.nodes["hungarian"].stop()
     launcher = federation.launchers["hungarian"]
+    assert launcher.process is not None
     try:
-        assert launcher.popen.wait(60) == 1
+        assert launcher.process.popen.wait(60) == 1
     finally:
         launcher.stop()
-    assert "its SuperNode is gone" in launcher.log_tail()
+    assert "its SuperNode is gone" in launcher.process.log_tail()
     left = [p for p in _ours(federation.work) if str(federation.state("hungarian")) in p]
     assert not left, left

@@ -1,8 +1,9 @@
 """Each hospital's own policy on the real deployment (the session fixture ``deployment`` of
 tests/e2e/conftest.py: TLS, authenticated SuperNodes, one policy file and state folder per hospital).
 
-The hospitals switch their policy files to the strict example of docs/privacy.md (a SuperNode reads
-its file for every message, each in a fresh ClientApp process), then two runs are submitted:
+The hospitals switch their policy files to the strict example of docs/privacy.md, still approving the
+app (a hospital's launcher and its ClientApp read the file for every message, each run in a process
+of its own), then two runs are submitted:
 
 1. an attack: ``privacy=none``. Every hospital refuses its statistics query (``privacy.require``),
    so the run fails at once with that reason, and nothing is charged to any budget;
@@ -23,7 +24,7 @@ import pytest
 from fedheart.safeguard import audit
 from fedheart.safeguard.budget import books
 from launcher.deploy import COMPLETED, Deployment
-from tests.e2e.conftest import PERMISSIVE_POLICY, write_policy
+from tests.e2e.conftest import PERMISSIVE_POLICY, approving, write_policy
 
 pytestmark = pytest.mark.e2e
 
@@ -50,11 +51,12 @@ def _lines(deployment: Deployment, name: str, run_id: str) -> list[dict[str, Any
     return list(audit.entries(deployment.state_dirs[name], run_id))
 
 
-def test_strict_hospital_policies_refuse_an_attack_and_bound_a_dp_run(deployment: Deployment) -> None:
+def test_strict_hospital_policies_refuse_an_attack_and_bound_a_dp_run(deployment: Deployment,
+                                                                     approved_app: str) -> None:
     deployment.wait_online()
     try:
         for path in deployment.policies.values():
-            write_policy(path, STRICT_POLICY)
+            write_policy(path, approving(STRICT_POLICY, approved_app))  # the same app, stricter releases
         attack_id, attack = deployment.run(["privacy=none", "rounds=2", "output.run_name=e2e-policy-attack"],
                                            stream=False, echo=None, timeout=RUN_TIMEOUT)
         run_id, record = deployment.run(["privacy=dp-sgd", "privacy.epsilon=1", "rounds=2",
@@ -63,7 +65,7 @@ def test_strict_hospital_policies_refuse_an_attack_and_bound_a_dp_run(deployment
         report, intact = deployment.safeguards(run_id)  # what launcher.deploy prints, under the strict policy
     finally:
         for path in deployment.policies.values():
-            write_policy(path, PERMISSIVE_POLICY)
+            write_policy(path, approving(PERMISSIVE_POLICY, approved_app))
     print("\n" + "\n".join(report))
 
     # 1. The attack: refused by every hospital at its first message; the run fails fast, saying why.

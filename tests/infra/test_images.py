@@ -3,6 +3,7 @@ requirement file that resolves (pip dry run, CPU torch only)."""
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import re
 import subprocess
@@ -37,6 +38,39 @@ def instructions(path):
             keyword, _, args = line.partition(" ")
             result.append((keyword.upper(), args.strip()))
     return result
+
+
+def dockerignore(image):
+    """Patterns of an image's <name>.Dockerfile.dockerignore (comments and blank lines dropped)."""
+    lines = (DOCKER_DIR / f"{image}.Dockerfile.dockerignore").read_text().splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+
+def in_build_context(image, path):
+    """Whether a repository path reaches an image's build context (Docker's rules: the last matching
+    pattern wins, `!` re-includes, a pattern also matches everything under a matching folder)."""
+    included = True
+    parts = path.split("/")
+    prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    for pattern in dockerignore(image):
+        negated = pattern.startswith("!")
+        pattern = pattern.removeprefix("!").strip("/")
+        if any(fnmatch.fnmatchcase(prefix, pattern) for prefix in prefixes):
+            included = negated
+    return included
+
+
+def launcher_containers(render):
+    """(overlay, container) of every container in the rendered overlays that runs the hospital's launcher."""
+    found = []
+    for overlay in sorted((K8S_DIR / "overlays").iterdir()):
+        for doc in render(overlay):
+            if doc and doc.get("kind") == "Deployment":
+                for c in doc["spec"]["template"]["spec"]["containers"]:
+                    words = list(c.get("command", [])) + list(c.get("args", []))
+                    if any(w.startswith("launcher.hospital") for w in words):
+                        found.append((overlay.name, c))
+    return found
 
 
 def requirements():
@@ -116,6 +150,38 @@ def test_app_images_install_cpu_torch_and_the_app_without_deps(image):
     patterns = [line.strip() for line in ignore if line.strip() and not line.startswith("#")]
     assert patterns[0] == "*", f"{image}: the build context must be an allow-list (.venv is several GB)"
     assert not any(p.startswith("!") and (".venv" in p or "data" in p or "key" in p) for p in patterns)
+
+
+def test_launcher_runs_from_an_app_image_that_installs_it(kustomize_render):
+    """The hospital's launcher sidecar needs the app's runtime stack (torch, opacus, ...) and the
+    hospital's own fedheart and launcher packages: its image is an app image whose build context holds
+    launcher/ and fedheart/ (installed with the rest of the sources), and the container replaces the
+    image's flower-supernode entrypoint."""
+    found = launcher_containers(kustomize_render)
+    assert {overlay for overlay, _ in found} == {p.name for p in (K8S_DIR / "overlays").glob("client-*")}, (
+        "every hospital overlay, and only those, runs the launcher"
+    )
+    packages = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    assert any(fnmatch.fnmatchcase("launcher", pattern) for pattern in packages["include"]), (
+        "pyproject.toml does not install the launcher package"
+    )
+    for overlay, container in found:
+        image = container["image"].split("/", 1)[1].split(":")[0].removeprefix("fedheart/")
+        assert image in APP_IMAGES, f"{overlay}: the launcher runs from {image}, which lacks the app's stack"
+        sources = [
+            f for top in ("launcher", "fedheart") for f in (REPO / top).rglob("*.py") if "__pycache__" not in f.parts
+        ]
+        assert sources
+        for source in sources:
+            rel = source.relative_to(REPO).as_posix()
+            assert in_build_context(image, rel), f"{image} image: {rel} is not in its build context (.dockerignore)"
+        text = re.sub(r"\\\n", " ", DOCKERFILES[image].read_text())
+        assert "COPY --chown=49999:49999 . /tmp/src" in text and "pip install --no-cache-dir --no-deps /tmp/src" in text
+        entrypoints = [args for keyword, args in instructions(DOCKERFILES[image]) if keyword == "ENTRYPOINT"]
+        assert entrypoints and "launcher" not in entrypoints[-1]
+        assert container.get("command") == ["python", "-m", "launcher.hospital"], (
+            f"{overlay}: the container must override the image's entrypoint {entrypoints[-1]}"
+        )
 
 
 def test_requirements_are_pinned_and_cover_the_app():

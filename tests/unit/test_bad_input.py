@@ -114,7 +114,8 @@ def _command(case: dict, tmp: Path, data_dir: Path) -> tuple[list[str], list[Pat
     if entry == "simulate":
         return [sys.executable, "-m", "launcher.simulate", "--workdir", str(tmp / "work"), *overrides], files
     command = [sys.executable, "-m", "launcher.deploy", "--data-dir", str(data_dir), "--workdir", str(tmp / "work"),
-               "--output-dir", str(tmp / "out"), f"data.hospitals=[{HOSPITAL}]", "min_hospitals=1", "min_replies=1"]
+               "--output-dir", str(tmp / "out"), "--launcher", "flower",  # no policy: these cases are not about it
+               f"data.hospitals=[{HOSPITAL}]", "min_hospitals=1", "min_replies=1"]
     if "certs" in case:
         certs = write_bundle(tmp / "certs", hospitals=[HOSPITAL]).folder
         SPOIL[case["certs"]](certs)

@@ -55,6 +55,9 @@ def test_the_flower_calls_keep_the_shapes_the_launcher_uses() -> None:
     assert "supported_task_types" in AcquireTaskRequest.DESCRIPTOR.fields_by_name, "AcquireTaskRequest changed"
     assert {"task", "token"} <= set(AcquireTaskResponse.DESCRIPTOR.fields_by_name), "AcquireTaskResponse changed"
     assert {"task_id", "run_id", "type", "fab_hash"} <= set(Task.DESCRIPTOR.fields_by_name), "flwr Task changed"
+    # A child logs its pid once it holds its message by wrapping pull_task_input, which run_clientapp
+    # looks up in its module at call time.
+    assert "pull_task_input" in rc.run_clientapp.__code__.co_names, "run_clientapp no longer calls pull_task_input"
     assert TaskType.CLIENT_APP == "flwr-clientapp"
     assert (ErrorCode.INVALID_FAB, SubStatus.FAILED) == (7, "failed")
 
@@ -217,6 +220,68 @@ print(json.dumps({"plain": [child(False), child(False)], "reseeded": [child(True
     assert (np1, t1) == (np2, t2), "without a reseed forked children share numpy's and torch's stream (control)"
     a, b = draws["reseeded"]
     assert a[0] != b[0] and a[1] != b[1] and a[2] != b[2], f"reseeded children drew the same numbers: {a} {b}"
+
+
+def test_the_launcher_needs_nothing_beyond_the_app_images_stack() -> None:
+    """The supernode image runs ``python -m launcher.hospital`` (docker/): it must not need what only the
+    local deployment's tooling uses (psutil, launcher.flower)."""
+    out = _python("import sys, launcher.hospital\n"
+                  "print(sorted(m for m in ('psutil', 'launcher.flower', 'launcher.processes') if m in sys.modules))")
+    assert out.strip() == "[]", out
+
+
+def test_a_child_is_killed_with_its_launcher() -> None:
+    """PR_SET_PDEATHSIG: the kernel SIGKILLs a forked child once its parent dies (no Flower exit handler
+    runs, so its SuperNode answers the task itself once the token expires, see launcher.hospital.warm)."""
+    code = """
+import os, time
+from launcher import processes
+from launcher.hospital import die_with_parent
+r, w = os.pipe()
+middle = os.fork()
+if middle == 0:
+    parent = os.getpid()
+    if os.fork() == 0:
+        os.write(w, f"{int(die_with_parent(parent))} {os.getpid()}".encode())
+        time.sleep(60)
+        os._exit(0)
+    time.sleep(1)
+    os._exit(0)  # the launcher dies; its child must not outlive it
+os.close(w)
+watched, child = os.read(r, 100).decode().split()
+os.waitpid(middle, 0)
+deadline = time.monotonic() + 10
+while not processes.gone(int(child)) and time.monotonic() < deadline:
+    time.sleep(0.05)
+print(watched, processes.gone(int(child)))
+"""
+    assert _python(code).split()[-2:] == ["1", "True"], "the child outlived its launcher"
+
+
+def test_stopping_lets_running_tasks_finish_then_kills_the_rest() -> None:
+    code = """
+import logging, os, signal, sys, time
+from pathlib import Path
+from launcher.hospital import Child, HospitalLauncher
+logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(message)s")
+launcher = HospitalLauncher("127.0.0.1:1", Path("policy.yaml"), Path("state"), insecure=True, grace=2)
+quick, stuck = os.fork(), None
+if quick == 0:
+    time.sleep(0.3); os._exit(0)
+stuck = os.fork()
+if stuck == 0:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    time.sleep(60); os._exit(0)
+launcher.children = {quick: Child(1, 7, "h"), stuck: Child(2, 7, "h")}
+started = time.monotonic()
+launcher.stop_children()
+print(f"took {time.monotonic() - started:.1f}s, left {launcher.children}")
+"""
+    out = _python(code)
+    assert "task 1 of run 7: child " in out and "ended (exit 0)" in out, out
+    assert "killing 1 task(s) still running after 2s: task 2 of run 7" in out, out
+    took = float(out.split("took ")[1].split("s,")[0])
+    assert 1.5 <= took < 10 and "left {}" in out, out
 
 
 def test_a_bad_policy_stops_the_launcher_before_it_polls(tmp_path: Path) -> None:

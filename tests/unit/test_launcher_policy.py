@@ -1,6 +1,7 @@
 """launcher.deploy / launcher.simulate ``--policy FILE --state-root DIR``: the policy is checked before
 anything starts, every hospital is given its policy file and state folder, the launchers say who is
-trusted, and the end of the output shows each hospital's audit verification and budget.
+trusted, the deployment's hospital launcher needs a policy and names the app hash it submits, and the
+end of the output shows each hospital's audit verification and budget.
 
 No Flower process is started here: ``Deployment.start``/``run`` and ``run_simulation`` are replaced.
 """
@@ -20,7 +21,8 @@ import launcher.simulate as simulate
 from fedheart.safeguard import audit
 from fedheart.safeguard.budget import BudgetBook
 from launcher.deploy import COMPLETED, NO_POLICY, Deployment, safeguard_report
-from launcher.flower import FlowerError, SuperLink
+from launcher.fab import app_hash
+from launcher.flower import REPO_ROOT, FlowerError, SuperLink
 
 GOOD = "privacy: {require: none, max-epsilon-per-run: 2, lifetime-epsilon: 5}\nrelease: {baselines: true}\n"
 BAD = "privacy:\n  require: dp-sgd\nrelease:\n  baseline: false\n"  # release.baselines misspelt, line 4
@@ -104,12 +106,44 @@ def test_deploy_refuses_an_unreadable_policy_and_a_policy_without_state_root(
 
 def test_deploy_without_policy_says_the_aggregator_is_trusted(
         deploy_args: list[str], no_start: list[Deployment], capsys: pytest.CaptureFixture) -> None:
-    assert deploy.main(deploy_args) == 1  # the (replaced) start fails
+    assert deploy.main([*deploy_args, "--launcher", "flower"]) == 1  # the (replaced) start fails
     out = capsys.readouterr().out
     assert out.count(NO_POLICY) == 1
+    assert "Flower's stock SuperExec (--launcher flower): any app submitted runs" in out
     (deployment,) = no_start
-    assert not deployment.policies and not deployment.state_dirs
+    assert not deployment.policies and not deployment.state_dirs and deployment.launcher == "flower"
     assert deployment.node_config("va") == {"data-path": str(deployment.data_files["va"]), "hospital": "va"}
+
+
+def test_the_hospital_launcher_needs_a_policy_to_approve_anything(
+        tmp_path: Path, deploy_args: list[str], no_start: list[Deployment], capsys: pytest.CaptureFixture) -> None:
+    assert deploy.main(deploy_args) == 2  # --launcher hospital is the default
+    err = capsys.readouterr().err
+    assert "--launcher hospital (the default) runs only the apps a hospital's policy approves" in err, err
+    assert "approved-apps" in err and "python -m launcher.fab ." in err and "--launcher flower" in err
+    assert not no_start and not (tmp_path / "work").exists()
+    with pytest.raises(FlowerError, match="approved-apps"):
+        Deployment(tmp_path / "w", _files(Path(deploy_args[1])), tmp_path / "out", state_root=tmp_path / "state")
+    with pytest.raises(FlowerError, match="launcher 'superexec': one of hospital, flower"):
+        Deployment(tmp_path / "w", _files(Path(deploy_args[1])), tmp_path / "out", launcher="superexec")
+
+
+def test_deploy_names_the_app_hash_and_the_policies_that_do_not_approve_it(
+        tmp_path: Path, policy: Path, deploy_args: list[str], no_start: list[Deployment],
+        capsys: pytest.CaptureFixture) -> None:
+    digest = app_hash(REPO_ROOT)
+    approving = tmp_path / "approving.yaml"
+    approving.write_text(GOOD + f"approved-apps: [{digest}]\n")
+    state = ["--state-root", str(tmp_path / "state")]
+    assert deploy.main([*deploy_args, "--policy", str(approving), *state]) == 1  # the (replaced) start fails
+    out, err = capsys.readouterr()
+    assert f"bundle sha256 {digest}: the hash a hospital lists in approved-apps" in out
+    assert "launcher.hospital beside it" in out and "warning" not in err
+    assert no_start[-1].launcher == "hospital" and not no_start[-1].unapproving()
+    assert deploy.main([*deploy_args, "--policy", str(policy), *state]) == 1
+    err = capsys.readouterr().err
+    for name in HOSPITALS:
+        assert f"warning: {name}'s policy {policy} does not list {digest} in approved-apps" in err, err
 
 
 def test_deploy_gives_every_supernode_its_policy_and_own_state_folder(
@@ -142,8 +176,8 @@ def test_deployment_checks_its_policies_and_state_folder_up_front(tmp_path: Path
     quoted.write_text(GOOD)
     with pytest.raises(FlowerError, match="cannot pass a '"):
         Deployment(tmp_path / "w", files, out, policy=quoted, state_root=tmp_path / "state")
-    # A state folder without a policy: audited, the aggregator still decides.
-    audited = Deployment(tmp_path / "w", files, out, state_root=tmp_path / "state")
+    # A state folder without a policy (Flower's SuperExec): audited, the aggregator still decides.
+    audited = Deployment(tmp_path / "w", files, out, state_root=tmp_path / "state", launcher="flower")
     assert audited.node_config("va")["state-dir"] == str(tmp_path / "state" / "va")
     assert "policy-path" not in audited.node_config("va")
     assert not (tmp_path / "w").exists() and not (tmp_path / "state").exists()  # nothing made before start()
