@@ -21,6 +21,9 @@ The run's end is taken from ``flwr run --stream``, not by polling ``flwr ls``: e
 The machine load (``os.getloadavg``) is recorded before and after each measurement: run it under
 the e2e lock on a shared machine (``flock /tmp/fedheart-e2e.lock ...``).
 Writes ``perf.json`` and ``perf.md`` under --out. Scale, start-up and privacy costs: bench/scale.py.
+``--deploy R``: instead, fedheart on the local TLS deployment with the hospital launcher (a), on
+Flower's stock SuperExec (a0), and the floor app (b), R rounds, ``--repeat`` times alternated
+(bench/perf_deploy.py; ``deploy-<date>.json`` / ``.md``).
 """
 
 from __future__ import annotations
@@ -362,28 +365,6 @@ def startup(repeats: int = 3, app_root: Path = REPO_ROOT) -> dict[str, Any]:
     return row
 
 
-def deployment(rounds: int, extra: list[str]) -> dict[str, Any]:
-    """``python -m launcher.deploy``: TLS SuperLink + 4 authenticated SuperNodes (a fresh ClientApp
-    process per message); per-round seconds and the process tree's CPU and peak RSS."""
-    row: dict[str, Any] = {"name": "deployment-tls"}
-    with tempfile.TemporaryDirectory(prefix="fedheart-deploy-") as tmp, load_window(row):
-        argv = [sys.executable, "-m", "launcher.deploy", "--rounds", str(rounds), "--data-dir", str(DEFAULT_DATA),
-                "--output-dir", f"{tmp}/out", "--workdir", f"{tmp}/work", "--launcher", "flower",  # as measured
-                "output.run_name=deploy", *extra]
-        started = time.perf_counter()
-        proc = subprocess.Popen(argv, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
-        with TreeSampler(proc.pid) as tree:
-            output, _ = proc.communicate()
-        row["wall_s"] = time.perf_counter() - started
-        if proc.returncode != 0:
-            raise RuntimeError(f"launcher.deploy failed ({proc.returncode}):\n{output[-3000:]}")
-        row |= {"cpu_s": tree.cpu_seconds, "peak_rss_mb": tree.peak_rss / 2**20, "overrides": extra,
-                **fedheart_rounds(Path(tmp) / "out" / "deploy")}
-    row["round_s_mean"] = _mean(row["round_s"])
-    return row
-
-
 def message_bytes(overrides: list[str]) -> dict[str, int]:
     """Serialized size (Flower's protobuf) of one client's four messages in a round, built with the
     ServerApp's and ClientApp's own functions on the real Cleveland data (simulation counts no traffic)."""
@@ -589,7 +570,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="also run (a) from this code copy in every repeat, alternated with the others "
                              "(row 'before', ratio a/before): a before/after under the same machine load")
     parser.add_argument("--deploy", type=int, default=0, metavar="ROUNDS",
-                        help="only measure the local TLS deployment (launcher.deploy) for ROUNDS rounds")
+                        help="only measure the local TLS deployment for ROUNDS rounds (bench/perf_deploy.py): "
+                             "(a) fedheart with the hospital launcher, (a0) on Flower's stock SuperExec, (b) the "
+                             "floor app on the stock SuperExec; --repeat, --skip (a, a0, b), --keep, --tag apply")
     parser.add_argument("--privacy", type=int, default=0, metavar="ROUNDS",
                         help="only measure DP-SGD / SecAgg+ costs against FedAvg (4, 16 clients) and message bytes")
     parser.add_argument("--render", action="store_true", help="only rewrite the markdown from --out's JSON")
@@ -609,11 +592,11 @@ def main(argv: list[str] | None = None) -> int:
         (args.out / "privacy_comm.json").write_text(json.dumps(row, indent=2, default=str) + "\n")
         print(json.dumps(row, indent=2, default=str))
         return 0
-    if args.deploy:
-        row = deployment(args.deploy, args.overrides.split())
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / f"deploy{'-' + args.tag if args.tag else ''}.json").write_text(json.dumps(row, indent=2) + "\n")
-        print(json.dumps(row, indent=2))
+    if args.deploy:  # bench/perf_deploy.py: (a), (a0) and (b) on the local TLS deployment
+        from bench.perf_deploy import run as run_deploy
+
+        run_deploy(args.deploy, args.repeat, args.overrides.split(), args.out, keep=args.keep,
+                   skip={k for k in args.skip.split(",") if k}, tag=args.tag)
         return 0
     if args.startup:
         row = startup(args.startup, args.app_root)

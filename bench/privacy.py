@@ -2,7 +2,8 @@
 
     python bench/privacy.py [--seeds 0,1,2] [--split-seed 43] [--epsilons 0.5,1,2,4,8,inf]
                             [--out bench/results/privacy] [--overrides "train.lr=0.1 ..."]
-                            [--cost-clients 4,16] [--parts sweep,cost,simulation]
+                            [--cost-clients 4,16] [--parts sweep,cost,audit,simulation] (also: policy)
+                            [--policy-rows] [--policy-epsilons 1,3] [--policy-overrides "train.lr=0.2"]
 
 Sweep: for every epsilon (record-level, per hospital, delta = 1e-5; ``inf`` = no DP) and seed,
 the federation of the four hospitals runs in this process with the very functions a ClientApp
@@ -21,6 +22,9 @@ clients (each hospital's rows resampled with replacement into several clients).
 Simulation: one configuration per privacy mode (none, dp-sgd, central-fixed server and client
 clipping, central-adaptive) through the real Flower simulation (launcher SuperLink). Run it
 under the e2e lock on shared machines: ``flock /tmp/fedheart-e2e.lock .venv/bin/python bench/privacy.py``.
+Policy (``--policy-rows`` or ``--parts policy``; not in the default parts, ~1.5 min a run): the real
+ClientApp and Federation over a LoopbackGrid, every hospital under a strict policy
+(bench/privacy_policy.py); quality measured from the final model.
 Writes ``privacy.md`` and ``privacy.json`` under --out; a run of some --parts keeps the other parts
 already in ``privacy.json``.
 """
@@ -126,7 +130,7 @@ def federate(cfg: AppConfig, hospitals: list[HospitalData], dp: DPSettings | Non
     t0 = time.perf_counter()
     ledgers = {h.name: Ledger() for h in hospitals}
     parts = [h.statistics(dp, ledgers[h.name]) for h in hospitals]
-    noise = pooled_noise_std(dp.stats_noise_multiplier, len(parts)) if dp is not None else 0.0
+    noise = pooled_noise_std(dp.stats_noise_multiplier, len(parts), count=False) if dp is not None else 0.0
     pre = hospitals[0].preprocessor(fstats.GlobalStats.from_totals(fstats.combine(parts), noise_std=noise))
     spec = ModelSpec(cfg.model.name, cfg.model.hidden, cfg.model.layers, cfg.model.dropout)
     model = build_model(spec.name, pre.num_features, hidden=spec.hidden, layers=spec.layers,
@@ -260,6 +264,16 @@ def simulations(out: Path, common: list[str], pattern: str) -> dict:
     return results
 
 
+def policy_module():  # type: ignore[no-untyped-def]
+    """bench/privacy_policy.py (the strict-policy rows), importable however this file was started."""
+    root = str(Path(__file__).resolve().parent.parent)
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    from bench import privacy_policy
+
+    return privacy_policy
+
+
 def markdown(results: dict, args: argparse.Namespace) -> str:
     cfg = results["config"]
     lines = [
@@ -306,6 +320,7 @@ def markdown(results: dict, args: argparse.Namespace) -> str:
                          f"{'n/a' if eps is None else f'{eps:.3f}'} | {row['seconds']:.0f} |")
         lines.append("\ncentral-* epsilons are hospital-level (client-level) and not comparable with dp-sgd's "
                      "record-level epsilon; central-adaptive has no accountant in Flower 1.42.")
+    lines += policy_module().markdown(results, fmt) if results.get("policy") else []
     return "\n".join(lines) + "\n"
 
 
@@ -317,7 +332,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("bench/results/privacy"))
     parser.add_argument("--overrides", default="", help="extra Hydra overrides for the sweep, e.g. 'train.lr=0.1'")
     parser.add_argument("--cost-clients", default="4,16", help="client counts for the cost measurement ('' = skip)")
-    parser.add_argument("--parts", default="sweep,cost,audit,simulation", help="which parts to run")
+    parser.add_argument("--parts", default="sweep,cost,audit,simulation", help="which parts to run (also: policy)")
+    parser.add_argument("--policy-rows", action="store_true",
+                        help="run only the strict-policy rows (--parts policy; ~10 min, so not in the default run)")
+    parser.add_argument("--policy-epsilons", default="1,3")
+    parser.add_argument("--policy-overrides", default="", help="server train.* overrides for the policy rows")
+    parser.add_argument("--policy-evaluation", default="dp", choices=("dp", "full"), help="the policy's evaluation")
+    parser.add_argument("--policy-delta", type=float, default=1e-6, help="the policy's delta")
     parser.add_argument("--audit-epsilons", default="inf,8,1")
     parser.add_argument("--simulations", default=".", help="regex: the simulation modes (labels) to run")
     parser.add_argument("--audit-seeds", default="0,1")
@@ -332,15 +353,16 @@ def main(argv: list[str] | None = None) -> int:
     hospitals = load_hospitals(cfg)
     path = out / "privacy.json"
     results: dict = json.loads(path.read_text()) if path.exists() else {}
+    parts = {"policy"} if args.policy_rows else set(args.parts.split(","))
     results |= {
         "machine": f"{platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
                    f"Python {platform.python_version()}",
+    } | ({} if parts <= {"policy"} else {  # the policy rows keep their own seeds and settings
         "seeds": seeds, "split_seed": args.split_seed, "delta": DELTA,
         "config": {"rounds": cfg.rounds, **{f"train.{k}": v for k, v in vars(cfg.train).items()},
                    "privacy.max_grad_norm": cfg.privacy.max_grad_norm,
                    "privacy.stats_noise_multiplier": cfg.privacy.stats_noise_multiplier},
-    }
-    parts = set(args.parts.split(","))
+    })
     if "sweep" in parts:
         results["sweep"] = {**results.get("sweep", {}), **sweep(cfg, load_config(common), hospitals, epsilons, seeds)}
         results["sweep"] = dict(sorted(results["sweep"].items(), key=lambda kv: float(kv[0])))
@@ -353,6 +375,13 @@ def main(argv: list[str] | None = None) -> int:
     if "simulation" in parts:
         results["simulation"] = {**results.get("simulation", {}), **simulations(out, common, args.simulations)}
         results["simulation"] = {k: results["simulation"][k] for k in SIMULATIONS if k in results["simulation"]}
+    if "policy" in parts:
+        pp, over = policy_module(), args.policy_overrides.split()
+        variant = {"evaluation": args.policy_evaluation, "delta": args.policy_delta}
+        results.pop("policy_seeds", None)  # each row holds its seeds
+        results["policy"] = {**results.get("policy", {}), **pp.policy_rows(
+            common, [float(e) for e in args.policy_epsilons.split(",") if e], seeds, over, mean_sd, **variant)}
+        results["policy_noise"] = pp.noise_costs(common, [])
     path.write_text(json.dumps(results, indent=2, default=float))
     text = markdown(results, args)
     (out / "privacy.md").write_text(text)

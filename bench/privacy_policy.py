@@ -38,7 +38,7 @@ from fedheart.histograms import auc_from_histograms  # noqa: E402
 from fedheart.hospital import evaluate_round, load_hospital  # noqa: E402
 from fedheart.privacy.ledger import Ledger, calibrate_noise  # noqa: E402
 from fedheart.safeguard.budget import books  # noqa: E402
-from fedheart.schema import hospital  # noqa: E402
+from fedheart.schema import FIELDS, hospital  # noqa: E402
 from fedheart.sources import hospital_file  # noqa: E402
 from fedheart.specs import ModelSpec  # noqa: E402
 from fedheart.stats import GlobalStats  # noqa: E402
@@ -67,7 +67,8 @@ DATA_DIR = ROOT.parent / "shared" / "data" / "uci-heart-disease"  # the real, re
 
 def policy_text(epsilon: float, evaluation: str = "dp", evaluations: int = MAX_EVALUATIONS,
                 delta: float = POLICY_DELTA) -> str:
-    return POLICY.format(epsilon=epsilon, lifetime=100.0, delta=delta, evaluation=evaluation,
+    # "1.0e-06", not "1e-06": PyYAML (YAML 1.1) reads an exponent without a dot as a string
+    return POLICY.format(epsilon=float(epsilon), lifetime=100.0, delta=f"{delta:.1e}", evaluation=evaluation,
                          evaluations=evaluations)
 
 
@@ -88,15 +89,22 @@ def environment(**values: str) -> Iterator[None]:
 def ledger_costs(history: list, delta: float) -> dict[str, float]:
     """Epsilon (at ``delta``) of the statistics alone, of statistics + evaluations, and of everything."""
     entries = [tuple(e) for e in history]
-    stats = [e for e in entries[:1]]  # the statistics release is the run's first entry
-    evals = [e for e in entries[1:] if e[1] == 1.0]  # (z, 1.0, n): Gaussian releases of the evaluations
+    stats = entries[:1]  # the statistics release is the run's first entry
+    evals = [e for e in entries[1:] if e[:2] == (EVALUATION_NOISE, 1.0)]  # the DP evaluations
     return {"statistics": Ledger(history=stats).epsilon(delta),
             "statistics+evaluations": Ledger(history=stats + evals).epsilon(delta),
             "total": Ledger(history=entries).epsilon(delta)}
 
 
+def _is_default(col: str, stats: GlobalStats) -> bool:
+    """Whether the server fell back to the schema's public mean and std (mid-range, range / 4) for ``col``."""
+    spec = FIELDS[col]
+    width = float(spec.high - spec.low)
+    return math.isclose(stats.mean[col], spec.low + width / 2) and math.isclose(stats.std[col], width / 4)
+
+
 def policy_run(common: list[str], epsilon: float, seed: int, overrides: list[str], work: Path,
-               evaluation: str = "dp") -> dict[str, Any]:
+               evaluation: str = "dp", delta: float = POLICY_DELTA) -> dict[str, Any]:
     """One run of the real apps under the strict policy; quality measured from the final model."""
     import client_app.app as client
     from launcher.loopback import LoopbackGrid
@@ -106,7 +114,7 @@ def policy_run(common: list[str], epsilon: float, seed: int, overrides: list[str
     t0 = time.perf_counter()
     folder = Path(tempfile.mkdtemp(prefix=f"policy-e{epsilon:g}-s{seed}-", dir=work))
     policy = folder / "policy.yaml"
-    policy.write_text(policy_text(epsilon, evaluation))
+    policy.write_text(policy_text(epsilon, evaluation, delta=delta))
     cfg = load_config(["privacy=dp-sgd", f"privacy.epsilon={epsilon}", "rounds=15", f"seed={seed}", *common,
                        *overrides, "output.run_name=run"])
     names = list(cfg.data.hospitals)
@@ -140,6 +148,8 @@ def policy_run(common: list[str], epsilon: float, seed: int, overrides: list[str
             "server-mean-accuracy": float(np.mean(reported)) if reported else math.nan,
             "epsilon": max(v["epsilon"] for v in ledgers.values()), "rounds": history.last_round,
             "stopped_reason": federation.privacy.stopped_reason, "seconds": seconds,
+            "missing-indicators": sorted(k for k, v in stats.missing_rate.items() if v > 0),
+            "public-defaults": sorted(k for k in stats.mean if _is_default(k, stats)),
             "hospitals": {k: {"accuracy": float(v["accuracy"]), "auc": float(v["auc"])} for k, v in per.items()},
             "ledgers": ledgers}
 
@@ -176,23 +186,32 @@ def noise_costs(common: list[str], overrides: list[str], epsilon: float = 1.0) -
     return out
 
 
+def variant_label(overrides: list[str], evaluation: str = "dp", delta: float = POLICY_DELTA) -> str:
+    """What a row changes from the strict policy and the dp-sgd defaults ('' = neither)."""
+    policy = ([f"evaluation: {evaluation}"] if evaluation != "dp" else []) + \
+        ([f"delta: {delta:g}"] if delta != POLICY_DELTA else [])
+    return " ".join(overrides) + (f" (policy {', '.join(policy)})" if policy else "")
+
+
 def policy_rows(common: list[str], epsilons: list[float], seeds: list[int], overrides: list[str],
-                mean_sd: Any, label: str = "", evaluation: str = "dp") -> dict[str, dict]:
+                mean_sd: Any, evaluation: str = "dp", delta: float = POLICY_DELTA) -> dict[str, dict]:
     """``{label: row}`` for every epsilon: the runs and mean ± sd over seeds."""
+    label = variant_label(overrides, evaluation, delta).strip()
     rows = {}
     with tempfile.TemporaryDirectory(prefix="fedheart-policy-bench-") as work:
         for eps in epsilons:
             runs = []
             for seed in seeds:
-                run = policy_run(common, eps, seed, overrides, Path(work), evaluation)
+                run = policy_run(common, eps, seed, overrides, Path(work), evaluation, delta)
                 runs.append(run)
                 costs = {k: round(v["costs"]["statistics+evaluations"], 3) for k, v in run["ledgers"].items()}
-                print(f"[privacy] policy epsilon {eps} seed {seed} {' '.join(overrides)}: mean acc "
+                print(f"[privacy] policy epsilon {eps} seed {seed} {label}: mean acc "
                       f"{run['mean-accuracy']:.3f} pooled AUC {run['pooled-auc']:.3f} (server saw acc "
                       f"{run['server-mean-accuracy']:.3f}) spent {run['epsilon']:.3f}, statistics+evaluations "
                       f"{costs} ({run['seconds']:.0f}s)", flush=True)
-            key = f"{eps:g}" + (f" | {label}" if label else "")
-            rows[key] = {"epsilon-target": eps, "overrides": overrides, "evaluation": evaluation, "runs": runs,
+            key = f"{eps:g}" + (f" | {label}" if label else "") + (f" | seeds {seeds}" if seeds != [0, 1, 2] else "")
+            rows[key] = {"epsilon-target": eps, "overrides": overrides, "evaluation": evaluation, "delta": delta,
+                         "label": label, "seeds": seeds, "runs": runs,
                          **{k: mean_sd([r[k] for r in runs]) for k in
                             ("mean-accuracy", "mean-auc", "pooled-auc", "server-mean-accuracy", "epsilon",
                              "seconds")},
@@ -201,6 +220,22 @@ def policy_rows(common: list[str], epsilons: list[float], seeds: list[int], over
                          "noise-multiplier": mean_sd([float(np.mean([v["noise-multiplier"] for v in
                                                                      r["ledgers"].values()])) for r in runs])}
     return rows
+
+
+def mean_sd_of(values: list[float]) -> tuple[float, float]:
+    return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
+def gradient_noise(run: dict) -> float:
+    """Mean over hospitals of the DP-SGD noise on the averaged gradient, in units of the clipping norm:
+    z / (noisy rows x sampling rate), comparable across batch sizes (z alone grows with the batch)."""
+    values = []
+    for ledger in run["ledgers"].values():
+        training = [e for e in ledger["history"][1:] if tuple(e[:2]) != (EVALUATION_NOISE, 1.0)]
+        if training and ledger.get("public-rows"):
+            z, q, _ = training[0]
+            values.append(z / max(ledger["public-rows"] * q, 1.0))
+    return float(np.mean(values)) if values else math.nan
 
 
 def markdown(results: dict, fmt: Any) -> list[str]:
@@ -215,20 +250,37 @@ def markdown(results: dict, fmt: Any) -> list[str]:
              "reserved in the training noise's calibration, a noisy row count (statistics z = 20) used for the "
              "sampling rate and the FedAvg weight; fresh state folder per run, fresh OS noise. Server: "
              "`privacy=dp-sgd privacy.epsilon=ε rounds=15 seed=s` (dp-sgd defaults) plus the row's overrides. "
-             f"Seeds {results.get('policy_seeds')}; mean ± sd. Accuracy/AUC measured on the true test rows from "
+             "Seeds 0, 1, 2 unless a row names others; mean ± sd. Accuracy/AUC measured on the true test rows from "
              "the final model (no DP); 'server saw' = the mean accuracy the server computed from the noisy "
              "evaluation replies; 'ε spent' = largest over hospitals from their ledgers, 'stats + evals' = the "
-             "part of it the statistics and the 15 evaluations cost; z = mean calibrated DP-SGD noise.\n",
-             "| ε | train overrides | mean accuracy | mean AUC | pooled-test AUC | server saw acc. | ε spent | "
-             "stats + evals ε | z | s / run |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "part of it the statistics and the 15 evaluations cost; z = mean calibrated DP-SGD noise multiplier, "
+             "z / B = mean noise on the averaged gradient in units of the clipping norm (B = noisy rows x "
+             "sampling rate; comparable across batch sizes).\n",
+             "| ε | server overrides (policy changes) | mean accuracy | mean AUC | pooled-test AUC | server saw acc. "
+             "| ε spent | stats + evals ε | z | z / B | s / run |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows.values():
-        over = " ".join(row["overrides"]) or "dp-sgd defaults"
-        if row.get("evaluation", "dp") != "dp":
-            over += f" (policy evaluation: {row['evaluation']})"
+        over = row.get("label") or "dp-sgd defaults, strict policy"
+        over += f", seeds {', '.join(map(str, row['seeds']))}" if row.get("seeds", [0, 1, 2]) != [0, 1, 2] else ""
         lines.append(f"| {row['epsilon-target']:g} | {over} | {fmt(row['mean-accuracy'])} | {fmt(row['mean-auc'])} | "
                      f"{fmt(row['pooled-auc'])} | {fmt(row['server-mean-accuracy'])} | {fmt(row['epsilon'])} | "
                      f"{fmt(row['stats-evals-epsilon'])} | {fmt(row['noise-multiplier'], 2)} | "
+                     f"{fmt(mean_sd_of([gradient_noise(r) for r in row['runs']]), 2)} | "
                      f"{fmt(row['seconds'], 0)} |")
+    groups: dict[tuple[float, str], list[dict]] = {}
+    for row in rows.values():
+        groups.setdefault((row["epsilon-target"], row.get("label") or "dp-sgd defaults, strict policy"), []).append(row)
+    for (eps, label), same in groups.items():
+        if len(same) > 1:  # the same setting over several seed sets: all its runs together
+            runs = [r for row in same for r in row["runs"]]
+            lines.append(f"\nAll {len(runs)} runs of ε = {eps:g}, {label}: mean accuracy "
+                         f"{fmt(mean_sd_of([r['mean-accuracy'] for r in runs]))}, pooled-test AUC "
+                         f"{fmt(mean_sd_of([r['pooled-auc'] for r in runs]))}.")
+    lines.append("\n'server saw' only shows that the DP evaluation replies are noise at these test sizes (16-104 "
+                 "rows, noise sd 50 per count); how the app derives accuracy from the noisy counts changed while these "
+                 "rows ran (commit f558b46: from the unclipped sums), which affects this column only. s / run: a "
+                 "shared 2-core machine under a load of up to 11; with batch 64 (z ≈ 46) most of a run is Opacus' RDP "
+                 "accounting (fractional orders converge slowly at large z, and every epsilon query recomputes the "
+                 "whole history).")
     costs = results.get("policy_noise", {})
     if costs:
         labels = [k for k in next(iter(costs.values())) if k != "rows"]

@@ -79,9 +79,12 @@ def noisy_stats(frame: pd.DataFrame, noise_multiplier: float, ledger: Ledger,
     return out
 
 
-def pooled_noise_std(noise_multiplier: float, hospitals: int) -> float:
+def pooled_noise_std(noise_multiplier: float, hospitals: int, count: bool = True) -> float:
     """Noise standard deviation on each statistic summed over ``hospitals`` DP releases ([0, 1] units).
 
     What :meth:`fedheart.stats.GlobalStats.from_totals` needs to tell informative estimates from noise.
+    ``count``: the releases may carry a noisy row count (a hospital policy): the server cannot tell which
+    hospitals have one, so it assumes the larger noise (it then falls back to public defaults more often).
     """
-    return noise_multiplier * SENSITIVITY * math.sqrt(hospitals)
+    sensitivity = math.sqrt(DIMENSION + COUNT_SCALE**2) if count else SENSITIVITY
+    return noise_multiplier * sensitivity * math.sqrt(hospitals)

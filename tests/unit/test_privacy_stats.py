@@ -59,7 +59,7 @@ def test_noise_has_the_gaussian_mechanism_scale(frames: list[pd.DataFrame]) -> N
 def test_global_stats_from_noisy_totals_stay_usable() -> None:
     totals = dict.fromkeys(fstats.stat_keys(), -50.0)
     totals["n"] = 600.0
-    g = fstats.GlobalStats.from_totals(totals, noise_std=pooled_noise_std(20.0, 4))
+    g = fstats.GlobalStats.from_totals(totals, noise_std=pooled_noise_std(20.0, 4, count=False))
     for col in fstats.NUMERIC:
         low, high = FIELDS[col].low, FIELDS[col].high
         assert g.mean[col] == pytest.approx((low + high) / 2)  # public default: the estimate is noise
@@ -74,7 +74,7 @@ def test_informative_noisy_estimates_are_kept_and_exact_sums_unchanged(frames: l
     assert fstats.GlobalStats.from_totals(exact_totals, noise_std=0.0) == exact
     # a very large federation would make the same release informative: small noise relative to counts
     big = {k: v * 1000 for k, v in exact_totals.items()}
-    g = fstats.GlobalStats.from_totals(big, noise_std=pooled_noise_std(20.0, 4))
+    g = fstats.GlobalStats.from_totals(big, noise_std=pooled_noise_std(20.0, 4, count=False))
     for col in fstats.NUMERIC:
         assert g.mean[col] == pytest.approx(exact.mean[col], rel=1e-9)
         assert math.isclose(g.std[col], exact.std[col], rel_tol=1e-9) or g.std[col] == pytest.approx(
