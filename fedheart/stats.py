@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from fedheart.schema import FIELDS, IMPOSSIBLE_ZEROS
+from fedheart.tables import REQUIRED
 
 NUMERIC: tuple[str, ...] = ("age", "sex", "trestbps", "chol", "fbs", "thalach", "exang", "oldpeak")
 CATEGORICAL: dict[str, tuple[int, ...]] = {
@@ -87,6 +88,9 @@ def _denoised(col: str, count: float, mean: float, var: float, noise_std: float)
     return low + width * mean_u, var_u * width**2
 
 
+PUBLIC_MISSING = 0.01  # DP statistics: the least missing rate of a field the schema allows to be missing
+
+
 @dataclass(frozen=True)
 class GlobalStats:
     """What every hospital needs to preprocess identically: derived from summed statistics."""
@@ -121,6 +125,8 @@ class GlobalStats:
         for col, cats in CATEGORICAL.items():
             seen = sum(max(float(totals[f"cat/{col}/{c}"]), 0.0) for c in cats)
             missing[col] = min(max(1.0 - seen / n, 0.0), 1.0)
+        if noise_std > 0:  # noisy counts would pick the missing indicators at random: the schema decides
+            missing = {col: 0.0 if col in REQUIRED else max(rate, PUBLIC_MISSING) for col, rate in missing.items()}
         return cls(n=float(totals["n"]), mean=mean, std=std, missing_rate=missing,
                    categories={col: list(cats) for col, cats in CATEGORICAL.items()})
 
