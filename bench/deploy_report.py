@@ -177,6 +177,9 @@ def markdown(report: dict[str, Any]) -> str:
         t = report["targets"].get(k)
         lines.append(f"| {k} | {v:.2f} | {t['target'] if t else ''} | "
                      f"{('yes' if t['met'] else 'no') if t else ''} |")
+    for i, per in enumerate(report.get("ratios_per_repeat", [])):
+        lines.append(f"\nRepeat {i + 1} alone (its three runs back to back): "
+                     + ", ".join(f"{k} {v:.2f}" for k, v in per.items()))
     lines += ["", "CPU seconds per round by process group (median over the repeats; all cores together):", "",
               "| run | " + " | ".join(groups := sorted({g for v in s.values() for g in v["round_cpu_by_group"]}))
               + " |", "|---|" + "---:|" * len(groups)]

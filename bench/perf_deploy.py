@@ -10,8 +10,9 @@ In one benchmark run, ``--repeat`` times, alternated (the order rotates from one
        with fedheart's reply polling (``prompt-grid = true``, a copy of server_app.polling).
 Every run uses the same layout: the 4 UCI hospitals, one set of certificates (launcher.certs), one
 policy file per hospital (tests/e2e/conftest.py's permissive policy, approving both apps' bundle
-hashes, launcher.fab.app_hash) and one state folder per hospital; a fresh deployment is started for
-every run (its start is timed, outside the run). Measured from ``flwr run`` to the end of its log
+hashes, launcher.fab.app_hash) and one state folder per hospital; both apps are copied once at the
+start (:func:`snapshot`) and every run submits the copy; a fresh deployment is started for every run
+(its start is timed, outside the run). Measured from ``flwr run`` to the end of its log
 stream, with bench/deploy_probe.py: per round and per phase the wall time, CPU seconds of every
 process group and peak RSS; per message, from its arrival at the SuperNode to the ClientApp's process
 (forked child or ``flwr-clientapp``), to the message in the child's hands (launcher log), to the
@@ -20,11 +21,13 @@ gate's audit line (the handler done) and to the reply sent. Writes ``deploy-<dat
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import statistics
 import tempfile
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,14 +36,15 @@ from bench.deploy_probe import Probe
 from bench.deploy_report import analyse, markdown
 from launcher.certs import write_bundle
 from launcher.deploy import Deployment, hospital_files
-from launcher.fab import app_hash
+from launcher.fab import app_hash, fab_bytes
 from launcher.flower import REPO_ROOT, submit_run, wait_for_run
 
 FLOOR_APP = REPO_ROOT / "bench" / "floor_app"
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "uci-heart-disease"
-VARIANTS = {"a": ("fedheart, hospital launcher", "hospital", REPO_ROOT),
-            "a0": ("fedheart, Flower's stock SuperExec", "flower", REPO_ROOT),
-            "b": ("Flower's floor app, stock SuperExec", "flower", FLOOR_APP)}
+VARIANTS = {"a": ("fedheart, hospital launcher", "hospital", "fedheart"),  # (name, launcher, app)
+            "a0": ("fedheart, Flower's stock SuperExec", "flower", "fedheart"),
+            "b": ("Flower's floor app, stock SuperExec", "flower", "floor")}
+APPS = {"fedheart": REPO_ROOT, "floor": FLOOR_APP}
 TARGETS = {"a/b round_s": ("<=", 1.0), "a0/a round_s": (">=", 2.5)}
 # tests/e2e/conftest.py's PERMISSIVE_POLICY: every message passes the gate, ledger and audit trail.
 PERMISSIVE_POLICY = """\
@@ -59,18 +63,32 @@ class Layout:
     policies: dict[str, Path]
     state_root: Path
     outputs: Path
+    apps: dict[str, Path]
     hashes: dict[str, str]
 
     @classmethod
     def create(cls, root: Path, data_dir: Path = DEFAULT_DATA) -> Layout:
         files, _cfg = hospital_files([], data_dir)
         write_bundle(root / "certs", [], list(files))
-        hashes = {"fedheart": app_hash(REPO_ROOT), "floor": app_hash(FLOOR_APP)}
+        apps = {name: snapshot(path, root / "apps" / name) for name, path in APPS.items()}
+        hashes = {name: app_hash(path) for name, path in apps.items()}
         policies = {name: root / "policies" / f"{name}.yaml" for name in files}
         for path in policies.values():
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(PERMISSIVE_POLICY + f"approved-apps: [{hashes['fedheart']}, {hashes['floor']}]\n")
-        return cls(root, files, root / "certs", policies, root / "hospital-state", root / "outputs", hashes)
+        return cls(root, files, root / "certs", policies, root / "hospital-state", root / "outputs", apps, hashes)
+
+
+def snapshot(app_dir: Path, folder: Path) -> Path:
+    """The files of ``app_dir``'s bundle (launcher.fab.fab_bytes), unpacked into ``folder``: every run
+    submits this copy, so an edit to the working tree during the benchmark changes neither the code
+    measured nor the hash the hospitals approved (the copy bundles to the same hash)."""
+    with zipfile.ZipFile(io.BytesIO(fab_bytes(app_dir))) as bundle:
+        for name in bundle.namelist():
+            if not name.startswith(".info/"):  # Flower's manifest, written again by each build
+                (folder / name).parent.mkdir(parents=True, exist_ok=True)
+                (folder / name).write_bytes(bundle.read(name))
+    return folder
 
 
 class StreamLog:
@@ -104,7 +122,8 @@ def audit_entries(layout: Layout, run_id: str) -> dict[str, list[dict[str, Any]]
 
 def measure(key: str, layout: Layout, rounds: int, overrides: list[str], repeat: int) -> dict[str, Any]:
     """One run of variant ``key`` on a fresh deployment of ``layout``; the raw row (see analyse)."""
-    name, launcher, app_dir = VARIANTS[key]
+    name, launcher, app = VARIANTS[key]
+    app_dir = layout.apps[app]
     tag = f"{key}-{repeat}"
     work = layout.root / tag
     deployment = Deployment(work, layout.files, layout.outputs, certs=layout.certs, policy=layout.policies,
@@ -230,16 +249,33 @@ def run(rounds: int, repeat: int, overrides: list[str], out: Path, keep: Path | 
                       flush=True)
     report["load_1min_after"] = round(os.getloadavg()[0], 2)
     report["runs"] = samples
-    report["summary"] = summarize(samples)
-    report["ratios"] = ratios(report["summary"])
-    report["targets"] = {k: {"target": f"{op} {v}", "value": report["ratios"].get(k),
-                             "met": None if k not in report["ratios"] else
-                             (report["ratios"][k] <= v if op == "<=" else report["ratios"][k] >= v)}
-                         for k, (op, v) in TARGETS.items()}
-    report["deploy"] = {"ratios": {k: report["ratios"][k] for k in TARGETS if k in report["ratios"]}}
+    conclude(report)
     out.mkdir(parents=True, exist_ok=True)
     stem = f"deploy-{report['date'][:10]}{'-' + tag if tag else ''}"  # the day it started
     (out / f"{stem}.json").write_text(json.dumps(report, indent=1) + "\n")
     (out / f"{stem}.md").write_text(markdown(report))
     print(markdown(report))
     return report
+
+
+def conclude(report: dict[str, Any]) -> None:
+    """Summary, ratios (of the medians over every round of every repeat; also within each repeat, whose
+    runs ran back to back under about the same load) and the targets, from ``report["runs"]``."""
+    report["summary"] = summarize(report["runs"])
+    report["ratios"] = ratios(report["summary"])
+    repeats = min(len(rows) for rows in report["runs"].values())
+    report["ratios_per_repeat"] = [ratios(summarize({k: [rows[i]] for k, rows in report["runs"].items()}))
+                                   for i in range(repeats)]
+    report["targets"] = {k: {"target": f"{op} {v}", "value": report["ratios"].get(k),
+                             "met": None if k not in report["ratios"] else
+                             (report["ratios"][k] <= v if op == "<=" else report["ratios"][k] >= v)}
+                         for k, (op, v) in TARGETS.items()}
+    report["deploy"] = {"ratios": {k: report["ratios"][k] for k in TARGETS if k in report["ratios"]}}
+
+
+def render(path: Path) -> None:
+    """Recompute the summary and ratios of a ``deploy-*.json`` and rewrite it and its ``.md``."""
+    report = json.loads(path.read_text())
+    conclude(report)
+    path.write_text(json.dumps(report, indent=1) + "\n")
+    path.with_suffix(".md").write_text(markdown(report))
