@@ -21,7 +21,7 @@ ifneq ($(wildcard $(SHARED_DATA)/processed.va.data),)
 export FEDHEART_DATA_DIR ?= $(SHARED_DATA)
 endif
 
-.PHONY: install run test lint deploy bench-quality clean
+.PHONY: install system-deps run test lint deploy bench-quality clean
 
 install: $(VENV)/.installed
 
@@ -35,10 +35,14 @@ $(VENV)/.installed: pyproject.toml requirements/constraints.txt
 run: install
 	$(BIN)/python -m launcher.simulate $(ARGS)
 
-## test: lint, then the whole test suite (unit and end-to-end)
-test: install
+## test: lint, then the whole test suite (unit and end-to-end); installs missing Debian packages first
+test: install system-deps
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## system-deps: the Debian packages the tests need (nginx, chromium), apt-get installed when missing
+system-deps:
+	scripts/system-deps.sh
 
 lint: install
 	$(BIN)/ruff check .

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import sys
 import warnings
+import zipfile
 from pathlib import Path
 
 
@@ -48,6 +50,19 @@ def fab_bytes(path: str | Path) -> bytes:
 def app_hash(path: str | Path) -> str:
     """SHA-256 (64 lowercase hex digits) of the app's bundle: what a hospital lists in ``approved-apps``."""
     return hashlib.sha256(fab_bytes(path)).hexdigest()
+
+
+def snapshot_app(source: str | Path, dest: str | Path) -> Path:
+    """Write the files of ``source``'s bundle (exactly those ``flwr run`` would ship, without Flower's
+    ``.info`` manifest) into the new folder ``dest`` and return it. Submitting the snapshot runs the app
+    as it was now, whatever is edited in ``source`` later; it hashes like ``source`` did."""
+    out = Path(dest)
+    out.mkdir(parents=True)
+    with zipfile.ZipFile(io.BytesIO(fab_bytes(source))) as bundle:
+        for name in bundle.namelist():
+            if not name.startswith(".info/"):
+                bundle.extract(name, out)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

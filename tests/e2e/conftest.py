@@ -10,7 +10,7 @@ import pytest
 
 from fedheart.schema import HOSPITALS
 from launcher.deploy import Deployment
-from launcher.fab import app_hash
+from launcher.fab import app_hash, snapshot_app
 from launcher.flower import REPO_ROOT
 
 # What the shared deployment's hospitals run under unless a test says otherwise: a policy that lets
@@ -38,15 +38,23 @@ def write_policy(path: Path, text: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def approved_app() -> str:
-    """The hash of the app as the deployment's runs submit it (``flwr run .`` bundles the working tree at
-    submit time), taken once when the session starts. An edit to the app's files during a local session
-    changes the hash of later runs, which every hospital's launcher then refuses: the behaviour wanted."""
-    return app_hash(REPO_ROOT)
+def app_snapshot(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The app's bundled files as they were when the session started (launcher.fab.snapshot_app): what
+    the shared deployment's runs submit, so that editing the checkout during a session changes neither
+    the code that runs nor its hash."""
+    return snapshot_app(REPO_ROOT, tmp_path_factory.mktemp("app") / "app")
 
 
 @pytest.fixture(scope="session")
-def deployment(tmp_path_factory: pytest.TempPathFactory, data_dir: Path, approved_app: str) -> Iterator[Deployment]:
+def approved_app(app_snapshot: Path) -> str:
+    """The hash of the app the deployment's runs submit (:func:`app_snapshot`), the one every hospital's
+    policy approves; any other bundle is refused by every hospital's launcher."""
+    return app_hash(app_snapshot)
+
+
+@pytest.fixture(scope="session")
+def deployment(tmp_path_factory: pytest.TempPathFactory, data_dir: Path, app_snapshot: Path,
+               approved_app: str) -> Iterator[Deployment]:
     """A TLS SuperLink with SuperNode authentication and one SuperNode per UCI hospital, each with the
     hospital's launcher beside it (launcher.deploy.Deployment, ``launcher="hospital"``), shared by
     tests/e2e/test_deployment.py, test_faults.py and test_policy_deployment.py.
@@ -62,6 +70,6 @@ def deployment(tmp_path_factory: pytest.TempPathFactory, data_dir: Path, approve
     for path in policies.values():
         write_policy(path, approving(PERMISSIVE_POLICY, approved_app))
     with Deployment(work / "state", files, work / "outputs", policy=policies,
-                    state_root=work / "hospital-state", launcher="hospital") as deployed:
+                    state_root=work / "hospital-state", launcher="hospital", app_dir=app_snapshot) as deployed:
         assert deployed.app_hash == approved_app
         yield deployed

@@ -10,7 +10,6 @@ checkout during the test cannot change the approved bundle.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +18,7 @@ import pytest
 
 from fedheart.safeguard import audit
 from launcher import processes
-from launcher.fab import app_hash
+from launcher.fab import app_hash, snapshot_app
 from launcher.flower import (
     REPO_ROOT,
     SuperLink,
@@ -34,7 +33,6 @@ from launcher.sidecar import LauncherProcess, superexec_secret
 pytestmark = [pytest.mark.e2e, pytest.mark.filterwarnings("ignore:GitWildMatchPattern:DeprecationWarning")]
 
 HOSPITALS = {"cleveland": "processed.cleveland.data", "hungarian": "processed.hungarian.data"}
-APP_PARTS = ("fedheart", "client_app", "server_app", "conf")
 
 
 @dataclass
@@ -60,9 +58,9 @@ def _ours(work: Path) -> list[str]:
 def federation(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Iterator[Federation]:
     work = tmp_path_factory.mktemp("hospital-launcher")
     before = app_hash(REPO_ROOT)
-    app = _copy_app(REPO_ROOT, work / "approved-app")
+    app = snapshot_app(REPO_ROOT, work / "approved-app")
     approved = app_hash(app)
-    if app_hash(REPO_ROOT) == before:  # no edit to the checkout meanwhile: a copy hashes like the repository
+    if app_hash(REPO_ROOT) == before:  # no edit to the checkout meanwhile: a snapshot hashes like the repository
         assert approved == before
     policy = work / "policy.yaml"
     policy.write_text("privacy: {require: none, max-epsilon-per-run: 10, lifetime-epsilon: 1000}\n"
@@ -92,16 +90,9 @@ def federation(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Iter
         wait_until(lambda: not _ours(work), 30, "every process of the test ended")
 
 
-def _copy_app(source: Path, copy: Path) -> Path:
-    for part in APP_PARTS:
-        shutil.copytree(source / part, copy / part, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(source / "pyproject.toml", copy / "pyproject.toml")
-    return copy
-
-
 def _unapproved_copy(fed: Federation, marker: Path) -> Path:
     """The approved app with one changed line: its ClientApp would write ``marker`` once imported."""
-    copy = _copy_app(fed.app, fed.work / "unapproved-app")
+    copy = snapshot_app(fed.app, fed.work / "unapproved-app")
     app_py = copy / "client_app" / "app.py"
     text = app_py.read_text()
     assert "app = ClientApp()\n" in text
