@@ -23,8 +23,9 @@ import time
 from pathlib import Path
 
 from fedheart.safeguard.policy import PolicyError
-from launcher.deploy import NO_POLICY, check_policy, safeguard_report
+from launcher.deploy import NO_POLICY
 from launcher.flower import REPO_ROOT, FlowerError, SuperLink, submit_run, wait_for_run
+from launcher.safeguards import check_policy, safeguard_report
 
 ENV_POLICY = "FEDHEART_POLICY"  # the names client_app/gate.py reads (not imported: it pulls in Flower's ClientApp)
 ENV_STATE_ROOT = "FEDHEART_STATE_ROOT"

@@ -2,11 +2,12 @@
 # Debian packages the test suite needs, installed only when missing: `apt-get update` once, then
 # `apt-get install`. Called by `make test` (and so by .ci/run); a no-op where all are present.
 #   nginx     the path-filtering proxy in front of the SuperLink (launcher/proxy.py, tests/e2e)
+#   envsubst  renders the proxy's template as the nginx image does (tests/unit/test_proxy.py; gettext-base)
 #   chromium  the real browser the web view's tests drive through Playwright (tests/e2e)
 set -euo pipefail
 
 # command-on-PATH:debian-package
-NEEDED=(nginx:nginx chromium:chromium)
+NEEDED=(nginx:nginx envsubst:gettext-base chromium:chromium)
 
 missing=()
 for pair in "${NEEDED[@]}"; do

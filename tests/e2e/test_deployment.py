@@ -1,11 +1,12 @@
-"""The real local deployment: a TLS SuperLink with SuperNode authentication and four SuperNodes.
+"""The real local deployment: a TLS SuperLink with SuperNode authentication, its fleet proxy, four SuperNodes.
 
 One deployment (launcher.deploy.Deployment, the session fixture ``deployment`` of tests/e2e/conftest.py,
 shared with test_faults.py and test_policy_deployment.py) serves the whole module: a 2-round run of the four
 UCI hospitals under their permissive policies (the app's hash approved by each hospital's launcher, every
 message run in a forked process of its own, accepted and audited), and the security checks
 (issue 6): a plaintext client, a SuperNode with an unregistered key and a SuperNode that does not trust the
-project CA are all refused.
+project CA are all refused. Every SuperNode here, the hospitals' and the intruders', dials the fleet proxy
+(launcher.proxy); what the proxy refuses is in test_public_address.py.
 """
 
 from __future__ import annotations
@@ -45,11 +46,11 @@ class Refused:
 @pytest.fixture(scope="module")
 def intruders(deployment: Deployment, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Refused]]:
     """Three SuperNodes that must be turned away, started together, each awaited with a deadline."""
-    assert deployment.link is not None and deployment.certs is not None
+    assert deployment.proxy is not None and deployment.certs is not None
     work = tmp_path_factory.mktemp("intruders")
     unregistered = write_bundle(work / "unregistered", hospitals=["intruder"]).nodes["intruder"]
     other_ca = write_bundle(work / "other-ca")
-    address, ca = deployment.link.address, deployment.certs.ca_cert
+    address, ca = deployment.proxy.address, deployment.certs.ca_cert
     config = {"data-path": str(deployment.data_files["cleveland"]), "hospital": "cleveland"}
     nodes = {
         # A key pair the SuperLink was never told about.
@@ -100,17 +101,17 @@ def test_four_hospitals_two_rounds_over_tls_completes_and_beats_majority(deploym
 
 def test_plaintext_clients_are_refused_by_the_tls_superlink(deployment: Deployment,
                                                             intruders: dict[str, Refused]) -> None:
-    assert deployment.link is not None and deployment.certs is not None
+    assert deployment.proxy is not None and deployment.certs is not None
     refused = intruders["plaintext"]
     assert refused.exit_code != 0
     assert FLOWER_CONNECTION_ERROR in refused.log
     assert "Failed to initialize the connection to the SuperLink" in refused.log
     # The same port answers HTTPS for a client trusting the CA, and nothing over plain HTTP.
     https = ssl.create_default_context(cafile=str(deployment.certs.ca_cert))
-    with urllib.request.urlopen(f"https://{deployment.link.address}/health", timeout=10, context=https) as ok:
+    with urllib.request.urlopen(f"https://{deployment.proxy.address}/health", timeout=10, context=https) as ok:
         assert ok.status == 200
-    with pytest.raises((OSError, http.client.HTTPException)):  # URLError and connection resets are OSErrors
-        urllib.request.urlopen(f"http://{deployment.link.address}/health", timeout=10)
+    with pytest.raises((OSError, http.client.HTTPException)):  # URLError (nginx's 400 is an HTTPError) and resets
+        urllib.request.urlopen(f"http://{deployment.proxy.address}/health", timeout=10)
 
 
 def test_supernode_with_unregistered_key_is_refused(deployment: Deployment, intruders: dict[str, Refused]) -> None:

@@ -20,9 +20,10 @@ import launcher.deploy as deploy
 import launcher.simulate as simulate
 from fedheart.safeguard import audit
 from fedheart.safeguard.budget import BudgetBook
-from launcher.deploy import COMPLETED, NO_POLICY, Deployment, safeguard_report
+from launcher.deploy import COMPLETED, NO_POLICY, Deployment
 from launcher.fab import app_hash
 from launcher.flower import REPO_ROOT, FlowerError, SuperLink
+from launcher.safeguards import safeguard_report
 
 GOOD = "privacy: {require: none, max-epsilon-per-run: 2, lifetime-epsilon: 5}\nrelease: {baselines: true}\n"
 BAD = "privacy:\n  require: dp-sgd\nrelease:\n  baseline: false\n"  # release.baselines misspelt, line 4
