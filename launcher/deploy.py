@@ -6,12 +6,14 @@
 Generates a CA, a server certificate (SANs localhost, 127.0.0.1, ::1) and one EC P-384 key pair per
 hospital (launcher.certs; or, with ``--certs DIR``, uses that folder's material once checked: files
 present, certificates in date, server certificate signed by the CA); starts ``flower-superlink``
-with TLS and ``--enable-supernode-auth``;
-registers each hospital's public key (``flwr supernode register``); starts one ``flower-supernode``
-per hospital that trusts only the project CA, signs in with its own key and reads only its own
-file (``--node-config "data-path='...' hospital='...'"``); then ``flwr run . <connection>``,
-streams progress, checks the real status with ``flwr ls`` and stops every process, also on Ctrl-C
-or failure. All processes listen on loopback on free ports. Exit code 0 only for
+with TLS and ``--enable-supernode-auth`` on 127.0.0.1, and in front of it the fleet proxy (nginx,
+launcher.proxy), which serves only the Fleet API and /health; registers each hospital's public key
+(``flwr supernode register``, on the SuperLink's loopback address: the Control API is never served by the
+proxy); starts one ``flower-supernode`` per hospital that dials the proxy, trusts only the project CA,
+signs in with its own key and reads only its own file (``--node-config "data-path='...'
+hospital='...'"``); then ``flwr run . <connection>`` (loopback again), streams progress, checks the
+real status with ``flwr ls`` and stops every process, also on Ctrl-C or failure. All processes listen
+on loopback on free ports. Exit code 0 only for
 ``finished:completed`` (and, with ``--state-root``, every hospital's audit trail intact).
 
 With ``--policy FILE --state-root DIR`` every hospital's SuperNode also gets ``policy-path='FILE'``
@@ -38,7 +40,9 @@ import functools
 import signal
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import IO, Any
 
@@ -59,6 +63,8 @@ from launcher.flower import (
     wait_for_run,
     wait_until,
 )
+from launcher.proxy import FleetProxy
+from launcher.safeguards import check_policy, safeguard_report
 from launcher.sidecar import LauncherProcess, superexec_secret
 
 COMPLETED = "finished:completed"
@@ -68,49 +74,6 @@ LAUNCHERS = ("hospital", "flower")  # launcher.hospital beside each SuperNode / 
 NEEDS_APPROVAL = ("--launcher hospital (the default) runs only the apps a hospital's policy approves: give --policy "
                   "FILE listing the app's hash under approved-apps (the hash: python -m launcher.fab .) and "
                   "--state-root DIR, or --launcher flower for Flower's stock SuperExec, which runs any app")
-
-
-def check_policy(path: Path) -> tuple[Path, Policy]:
-    """The policy file's absolute path and its rules, parsed as a SuperNode will parse it;
-    :class:`PolicyError` (file, line, key and value) if it is unreadable or wrong."""
-    absolute = Path(path).expanduser().resolve()
-    return absolute, load_policy(absolute)
-
-
-def safeguard_report(state_dirs: Mapping[str, Path], run_id: str | None = None,
-                     policies: Mapping[str, Policy] | None = None) -> tuple[list[str], bool]:
-    """Per hospital, its state folder's ``fedheart audit verify`` result and its privacy budget line(s)
-    (run ``run_id`` and lifetime; what is left of the policy's ``lifetime-epsilon`` where ``policies``
-    holds the hospital's). Returns the lines and whether every audit trail is intact."""
-    from fedheart.safeguard import audit
-    from fedheart.safeguard.budget import books
-
-    lines, intact = [], True
-    for name, state in state_dirs.items():
-        ok, message = audit.verify(Path(state))
-        intact = intact and ok
-        lines.append(f"  {name}: audit {'OK' if ok else 'FAILED'}: {message}")
-        policy = (policies or {}).get(name)
-        found = books(Path(state))
-        if not found:
-            lines.append(f"  {name}: budget: no privacy ledger in {state}")
-        for book in found:
-            run = book.runs.get(str(run_id)) if run_id is not None else None
-            if run_id is None:
-                this = ""
-            elif run is None:
-                this = f"run {run_id} released nothing from this file; "
-            elif run.reserved or run.epsilon:
-                this = (f"run {run_id} spent epsilon {run.epsilon:.4f} of {run.reserved:g} reserved "
-                        f"(delta {run.delta:g}); ")
-            else:
-                this = f"run {run_id} spent no epsilon (no DP release); "
-            lifetime = book.lifetime()
-            limit = (f" of {policy.lifetime_epsilon:g} ({max(policy.lifetime_epsilon - lifetime, 0):.4f} left)"
-                     if policy is not None else "")
-            data = book.data_name or f"sha256 {book.data_sha256[:16]}..."
-            lines.append(f"  {name}: budget ({data}): {this}lifetime epsilon charged {lifetime:.4f}{limit}")
-    return lines, intact
 
 
 class Deployment:
@@ -132,12 +95,21 @@ class Deployment:
     the apps the hospital's policy approves (``approved-apps``); ``"flower"``: Flower's own SuperExec
     in each SuperNode, which runs any app. ``app_dir`` is what :meth:`run` submits (its hash:
     :attr:`app_hash`).
+
+    Network layout (docs/security.md): the SuperLink listens on 127.0.0.1 only, where the operator's
+    ``flwr`` commands and the ServerApp reach it; the hospitals dial the fleet proxy (``proxy``,
+    :class:`launcher.proxy.FleetProxy`, listening on ``public_host``), which serves only the Fleet API
+    and /health. ``dial`` maps a hospital to the host it dials the proxy at (default ``public_host``, or
+    127.0.0.1 for 0.0.0.0); ``place(name)`` is a context manager under which hospital ``name``'s
+    processes start (e.g. its network namespace, launcher.netns; default: here).
     """
 
     def __init__(self, workdir: Path, data_files: Mapping[str, Path], output_dir: Path,
                  sans: Sequence[str] = (), certs: Path | None = None,
                  policy: Path | Mapping[str, Path] | None = None, state_root: Path | None = None,
-                 launcher: str = "hospital", app_dir: Path = REPO_ROOT) -> None:
+                 launcher: str = "hospital", app_dir: Path = REPO_ROOT, public_host: str = "127.0.0.1",
+                 dial: Mapping[str, str] | None = None,
+                 place: Callable[[str], AbstractContextManager[object]] | None = None) -> None:
         if not data_files:
             raise FlowerError("a deployment needs at least one hospital data file")
         if launcher not in LAUNCHERS:
@@ -170,7 +142,10 @@ class Deployment:
         for name in self.data_files:
             node_config_arg(self.node_config(name))  # a value Flower cannot pass fails now, not at start
         self.certs: CertBundle | None = verify_material(certs, list(self.data_files)) if certs else None
+        self.public_host, self.dial = public_host, dict(dial or {})
+        self.place = place or (lambda name: contextlib.nullcontext())
         self.link: SuperLink | None = None
+        self.proxy: FleetProxy | None = None
         self.nodes: dict[str, SuperNode] = {}
         self.launchers: dict[str, LauncherProcess] = {}
         self.node_ids: dict[str, str] = {}
@@ -211,9 +186,16 @@ class Deployment:
                 rules[name] = load_policy(path)
         return safeguard_report(self.state_dirs, run_id, rules)
 
+    def fleet_address(self, name: str) -> str:
+        """host:port at which hospital ``name``'s SuperNode dials the fleet proxy."""
+        if self.proxy is None:
+            raise FlowerError("start() the deployment first")
+        default = "127.0.0.1" if self.public_host in ("0.0.0.0", "") else self.public_host
+        return f"{self.dial.get(name, default)}:{self.proxy.port}"
+
     def start(self, timeout: float = 180) -> Deployment:
-        """Certificates, SuperLink, key registration, SuperNodes (and their launchers); returns once every
-        node is online and every launcher polls its SuperNode."""
+        """Certificates, SuperLink, fleet proxy, key registration, SuperNodes (and their launchers); returns
+        once every node is online and every launcher polls its SuperNode."""
         try:
             for state in self.state_dirs.values():  # the hospital's own folder: only it reads it
                 state.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -223,18 +205,21 @@ class Deployment:
             self.link = SuperLink(self.workdir / "superlink", simulation=False, tls=tls, supernode_auth=True,
                                   extra_env={"FEDHEART_OUTPUT_DIR": str(self.output_dir)})
             self.link.start(timeout)
+            self.proxy = FleetProxy(self.workdir / "proxy", self.link.address, tls, host=self.public_host)
+            self.proxy.start(timeout)
             for name in self.data_files:
                 keys = self.certs.nodes[name]
                 self.node_ids[name] = register_supernode(self.link, keys.public_key, name=name)
                 workdir = self.workdir / "supernodes" / name
                 secret = superexec_secret(workdir) if self.launcher == "hospital" else None
-                self.nodes[name] = SuperNode(
-                    workdir, self.link.address, self.node_config(name), root_certificates=self.certs.ca_cert,
-                    private_key=keys.private_key, name=name,
-                    isolation="process" if secret else "subprocess", superexec_auth_secret=secret).start()
-                if secret:
-                    self.launchers[name] = LauncherProcess(self.nodes[name], self.policies[name],
-                                                           self.state_dirs[name], secret).start()
+                with self.place(name):
+                    self.nodes[name] = SuperNode(
+                        workdir, self.fleet_address(name), self.node_config(name),
+                        root_certificates=self.certs.ca_cert, private_key=keys.private_key, name=name,
+                        isolation="process" if secret else "subprocess", superexec_auth_secret=secret).start()
+                    if secret:
+                        self.launchers[name] = LauncherProcess(self.nodes[name], self.policies[name],
+                                                               self.state_dirs[name], secret).start()
             wait_for_nodes(self.link, list(self.node_ids.values()), list(self.nodes.values()), timeout)
             for launcher in self.launchers.values():
                 launcher.wait_ready(timeout)
@@ -282,7 +267,8 @@ class Deployment:
     def restart_launcher(self, name: str) -> LauncherProcess:
         """Start hospital ``name``'s launcher again (killed first if it still runs), against its
         SuperNode's current port; returns once started, not yet polling (``wait_ready``)."""
-        return self.launchers[name].restart()
+        with self.place(name):
+            return self.launchers[name].restart()
 
     def restart_node(self, name: str, timeout: float = 180) -> SuperNode:
         """Start hospital ``name``'s SuperNode again after it died (e.g. ``nodes[name].kill()``): same
@@ -303,10 +289,23 @@ class Deployment:
 
         wait_until(old_session_over, timeout, f"the SuperLink counts {name}'s dead SuperNode offline",
                    max_delay=4.0)  # each check is a `flwr supernode list` (~2 s CPU)
-        node = self.nodes[name].restart()
-        if name in self.launchers:  # the SuperNode listens on a new port: its launcher follows it
-            self.launchers[name].restart()
+        with self.place(name):
+            node = self.nodes[name].restart()
+            if name in self.launchers:  # the SuperNode listens on a new port: its launcher follows it
+                self.launchers[name].restart()
         return node
+
+    def restart_superlink(self, timeout: float = 180) -> float:
+        """Start the SuperLink again after it died (e.g. ``link.kill()``), on its port, state database and
+        certificates (:meth:`SuperLink.restart`), touching no SuperNode, launcher or proxy: the SuperNodes
+        reconnect by themselves (Flower's retries, ``--max-wait-time``). Returns the seconds from the
+        restart until every SuperNode is online again (docs/reliability.md)."""
+        if self.link is None:
+            raise FlowerError("start() the deployment first")
+        started = time.monotonic()
+        self.link.restart(timeout)
+        self.wait_online(timeout)
+        return time.monotonic() - started
 
     def ensure_running(self, timeout: float = 180) -> None:
         """Restart every SuperNode (:meth:`restart_node`) or launcher that is not running; then
@@ -326,18 +325,22 @@ class Deployment:
         return found[-1] if found else self.output_dir / f"<no folder for run {run_id}>"
 
     def stop(self) -> None:
-        """Stop the launchers (each lets its running tasks finish, then ends them), the SuperNodes, then
-        the SuperLink (each ends its own SuperExec and app processes)."""
-        for launcher in self.launchers.values():
-            launcher.stop()
-        for node in self.nodes.values():
-            node.stop()
+        """Stop the launchers (each lets its running tasks finish, then ends them), the SuperNodes (each
+        group side by side: a launcher takes seconds to end), the proxy, then the SuperLink (each ends its
+        own SuperExec and app processes)."""
+        with ThreadPoolExecutor(max(len(self.nodes), 1)) as pool:
+            list(pool.map(LauncherProcess.stop, self.launchers.values()))
+            list(pool.map(SuperNode.stop, self.nodes.values()))
+        if self.proxy:
+            self.proxy.stop()
         if self.link:
             self.link.stop()
 
     def logs(self) -> list[Path]:
         paths = [n.process.log_path for n in self.nodes.values() if n.process]
         paths += [launcher.log_path for launcher in self.launchers.values() if launcher.process]
+        if self.proxy and self.proxy.process:
+            paths.insert(0, self.proxy.log_path)
         if self.link and self.link.process:
             paths.insert(0, self.link.process.log_path)
         return paths
@@ -446,7 +449,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"Hospital state (ledger, audit trail): {deployment.state_root}/<hospital>")
         deployment.start()
         assert deployment.link is not None
-        print(f"SuperLink {deployment.link.address} with SuperNodes {', '.join(deployment.node_ids)} online")
+        proxy = deployment.proxy.address if deployment.proxy else "-"
+        print(f"SuperLink {deployment.link.address} (loopback: operator and ServerApp), fleet proxy {proxy} "
+              f"(SuperNodes) with SuperNodes {', '.join(deployment.node_ids)} online")
         run_id, record = deployment.run(overrides)
     except (FlowerError, CertError) as exc:
         print(f"error: {exc}\nlogs: {', '.join(map(str, deployment.logs()))}", file=sys.stderr)

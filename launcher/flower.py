@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from launcher.processes import processes_named
+from launcher.processes import descendants, processes_named, signal_all
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FLOWER_ENV = {
@@ -32,6 +32,11 @@ FLOWER_ENV = {
     "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0",
 }
 FINISHED = "finished:"
+# A SuperNode that loses the SuperLink (its pod restarting, docs/reliability.md) retries each Fleet call
+# with Flower's exponential backoff (1, 2, 4 ... s, capped at 20 s, full jitter) for at most this long,
+# then exits (a supervisor restarts it). Flower's default is to retry for ever.
+SUPERNODE_MAX_WAIT_S = 600.0
+SUPERNODE_MAX_RETRIES = 300  # not the binding limit: ~10 s a try at the cap outlasts SUPERNODE_MAX_WAIT_S
 
 
 class FlowerError(RuntimeError):
@@ -203,6 +208,25 @@ class SuperLink:
         """The ``flwr-serverapp`` processes (one per running run) that this SuperLink's SuperExec started."""
         return processes_named(self.process.popen.pid, "flwr-serverapp") if self.process else []
 
+    def kill(self) -> None:
+        """SIGKILL the SuperLink with every process it started, its SuperExec and ServerApps included (the
+        aggregator's machine or pod failing; Flower starts those in sessions of their own, so a kill of the
+        SuperLink's process group alone would leave them running); the state database stays as it was."""
+        if self.process:
+            spawned = descendants(self.process.popen.pid)
+            self.process.kill_group()
+            signal_all(spawned)
+
+    def restart(self, timeout: float = 60) -> SuperLink:
+        """Start the SuperLink again after :meth:`kill` or :meth:`stop`: same host and port (SuperNodes, or
+        a proxy in front, dial the same address), state database, certificates and connection; its log
+        goes on in the same file. Returns once ``/health`` answers (docs/reliability.md)."""
+        if self.process:
+            if self.process.popen.poll() is None:
+                raise FlowerError(f"SuperLink {self.address} is still running: kill() or stop() it first")
+            self.process.kill_group()  # what its previous run left in its process group
+        return self.start(timeout)
+
     def write_connection(self) -> None:
         """Point the ``fedheart`` connection of this $FLWR_HOME at this SuperLink."""
         lines = ["[superlink]", f'default = "{self.connection}"', "",
@@ -328,6 +352,8 @@ class SuperNode:
     dependencies at run time (that needs ``--allow-runtime-dependency-installation``, never passed).
     ``isolation="process"``: it starts no SuperExec; a launcher beside it takes its tasks from its Runtime
     API (``--host 127.0.0.1 --port PORT``), signing them with ``superexec_auth_secret`` if given.
+    ``max_retries`` / ``max_wait_time`` bound how long it retries a lost SuperLink (``--max-retries``,
+    ``--max-wait-time``; None: Flower's default, for ever).
     """
 
     workdir: Path
@@ -337,7 +363,8 @@ class SuperNode:
     private_key: Path | None = None
     isolation: str = "subprocess"
     name: str = "supernode"
-    max_retries: int | None = None
+    max_retries: int | None = SUPERNODE_MAX_RETRIES
+    max_wait_time: float | None = SUPERNODE_MAX_WAIT_S
     superexec_auth_secret: Path | None = None
     port: int = field(default_factory=free_port)
     extra_env: dict[str, str] = field(default_factory=dict)
@@ -358,6 +385,8 @@ class SuperNode:
             argv += ["--node-config", node_config_arg(self.node_config)]
         if self.max_retries is not None:
             argv += ["--max-retries", str(self.max_retries)]
+        if self.max_wait_time is not None:
+            argv += ["--max-wait-time", f"{self.max_wait_time:g}"]
         if self.superexec_auth_secret:
             argv += ["--superexec-auth-secret-file", str(self.superexec_auth_secret)]
         return argv
