@@ -10,9 +10,9 @@ locals {
 resource "aws_vpc_peering_connection" "client_to_server" {
   for_each = local.peered_clients
 
-  vpc_id      = module.cluster[each.key].vpc_id
-  peer_vpc_id = module.cluster["server"].vpc_id
-  auto_accept = true # same account and region
+  vpc_id      = local.cluster[each.key].vpc_id
+  peer_vpc_id = local.cluster["server"].vpc_id
+  auto_accept = true # same account and region (party_accounts requires internet-nlb)
 
   accepter {
     allow_remote_vpc_dns_resolution = true
@@ -28,7 +28,7 @@ resource "aws_vpc_peering_connection" "client_to_server" {
 resource "aws_route" "client_to_server" {
   for_each = local.peered_clients
 
-  route_table_id            = module.cluster[each.key].private_route_table_id
+  route_table_id            = local.cluster[each.key].private_route_table_id
   destination_cidr_block    = local.vpc_cidrs["server"]
   vpc_peering_connection_id = aws_vpc_peering_connection.client_to_server[each.key].id
 }
@@ -36,7 +36,7 @@ resource "aws_route" "client_to_server" {
 resource "aws_route" "server_to_client" {
   for_each = local.peered_clients
 
-  route_table_id            = module.cluster["server"].private_route_table_id
+  route_table_id            = local.cluster["server"].private_route_table_id
   destination_cidr_block    = local.vpc_cidrs[each.key]
   vpc_peering_connection_id = aws_vpc_peering_connection.client_to_server[each.key].id
 }

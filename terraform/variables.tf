@@ -19,8 +19,8 @@ variable "client_clusters" {
   description = <<-EOT
     One EKS cluster (and VPC) per hospital, named <name_prefix>-<client>. The
     reference architecture uses two; use all four hospitals with
-    client_clusters = ["cleveland", "hungarian", "switzerland", "va"]. Each name must
-    match a k8s/overlays/client-<name> overlay.
+    client_clusters = ["cleveland", "hungarian", "switzerland", "va"]. Each name has
+    its k8s/overlays/client-<name> overlay and its provider alias (versions.tf).
   EOT
   type        = list(string)
   default     = ["cleveland", "hungarian"]
@@ -31,8 +31,9 @@ variable "client_clusters" {
   }
 
   validation {
-    condition     = alltrue([for c in var.client_clusters : can(regex("^[a-z][a-z0-9-]{0,19}$", c)) && c != "server"])
-    error_message = "Each client cluster name: 1-20 chars, lowercase letters, digits and '-', not 'server'."
+    # One provider alias per hospital (versions.tf) and one k8s overlay each.
+    condition     = alltrue([for c in var.client_clusters : contains(["cleveland", "hungarian", "switzerland", "va"], c)])
+    error_message = "Each client cluster is one of the four hospitals: cleveland, hungarian, switzerland, va."
   }
 }
 
@@ -99,15 +100,87 @@ variable "kubernetes_version" {
 }
 
 variable "endpoint_public_access_cidrs" {
-  description = "CIDRs allowed to reach the clusters' public API endpoints (restrict to your operators)."
+  description = "CIDRs allowed to reach the clusters' public Kubernetes API endpoints: your operators' addresses. Required, no open default."
   type        = list(string)
-  default     = ["0.0.0.0/0"]
+
+  validation {
+    condition     = length(var.endpoint_public_access_cidrs) >= 1 && alltrue([for c in var.endpoint_public_access_cidrs : can(cidrhost(c, 0)) && tonumber(split("/", c)[1]) >= 8])
+    error_message = "endpoint_public_access_cidrs: at least one IPv4 CIDR, none wider than /8 (never 0.0.0.0/0)."
+  }
 }
 
-variable "cluster_admin_principal_arns" {
-  description = "Extra IAM principals (roles/users) given cluster-admin on every cluster. The creator always is."
+variable "cluster_admins" {
+  description = <<-EOT
+    Party (server and each client cluster) -> the IAM principals (role or user ARNs) given
+    cluster-admin on that party's cluster, and on no other. Required: the cluster's creator gets no
+    admin from creating it (bootstrap_cluster_creator_admin_permissions = false), so a hospital's
+    cluster is administered by the hospital's own principals only, never by the aggregator's.
+  EOT
+  type        = map(list(string))
+
+  validation {
+    condition     = toset(keys(var.cluster_admins)) == toset(concat(["server"], var.client_clusters)) && alltrue([for p in values(var.cluster_admins) : length(p) >= 1])
+    error_message = "cluster_admins needs one non-empty list per party: server and every client cluster, no other key."
+  }
+
+  validation {
+    condition     = length(flatten(values(var.cluster_admins))) == length(distinct(flatten(values(var.cluster_admins))))
+    error_message = "An IAM principal may administer one party's cluster only (the aggregator's operators are no admins at a hospital, nor one hospital's at another)."
+  }
+
+  validation {
+    condition = length(var.party_accounts) == 0 || alltrue([
+      for party, principals in var.cluster_admins : alltrue([
+        for arn in principals : try(split(":", arn)[4] == var.party_accounts[party].account_id, false)
+      ])
+    ])
+    error_message = "With party_accounts, each party's admin principals must belong to that party's own account."
+  }
+}
+
+variable "party_accounts" {
+  description = <<-EOT
+    Production layout: one AWS account per party. Party (server and each client cluster) ->
+    {account_id, role_arn}: terraform assumes role_arn (in that account) for the party's resources,
+    through the provider aliases of versions.tf. Empty (the default): the single-account layout,
+    for trials only.
+  EOT
+  type = map(object({
+    account_id = string
+    role_arn   = string
+  }))
+  default = {}
+
+  validation {
+    condition     = length(var.party_accounts) == 0 || toset(keys(var.party_accounts)) == toset(concat(["server"], var.client_clusters))
+    error_message = "party_accounts: none (single account) or exactly one entry per party (server and every client cluster)."
+  }
+
+  validation {
+    condition     = alltrue([for a in values(var.party_accounts) : can(regex("^[0-9]{12}$", a.account_id)) && try(split(":", a.role_arn)[4] == a.account_id, false)])
+    error_message = "party_accounts: account_id is 12 digits and role_arn a role in that same account."
+  }
+
+  validation {
+    condition     = length(distinct([for a in values(var.party_accounts) : a.account_id])) == length(var.party_accounts)
+    error_message = "party_accounts: every party needs its own account."
+  }
+
+  validation {
+    condition     = length(var.party_accounts) == 0 || var.superlink_exposure == "internet-nlb"
+    error_message = "One account per party supports superlink_exposure = \"internet-nlb\" (cross-account peering is not automated)."
+  }
+}
+
+variable "superlink_extra_source_cidrs" {
+  description = "Addresses admitted to the SuperLink's public port besides the hospitals' own (their NAT addresses, or VPCs with peering). No open default; never 0.0.0.0/0."
   type        = list(string)
   default     = []
+
+  validation {
+    condition     = alltrue([for c in var.superlink_extra_source_cidrs : can(cidrhost(c, 0)) && tonumber(split("/", c)[1]) >= 8])
+    error_message = "superlink_extra_source_cidrs: IPv4 CIDRs, none wider than /8 (never 0.0.0.0/0)."
+  }
 }
 
 variable "k8s_namespace" {

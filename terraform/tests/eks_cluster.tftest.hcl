@@ -23,6 +23,12 @@ mock_provider "aws" {
     }
   }
 
+  mock_data "aws_caller_identity" {
+    defaults = {
+      account_id = "111122223333"
+    }
+  }
+
   mock_resource "aws_kms_key" {
     defaults = {
       arn = "arn:aws:kms:eu-central-1:111122223333:key/00000000-0000-0000-0000-000000000000"
@@ -37,10 +43,12 @@ variables {
   kubernetes_version           = "1.33"
   service_ipv4_cidr            = "172.20.0.0/16"
   endpoint_public_access_cidrs = ["203.0.113.0/24"]
-  admin_principal_arns         = ["arn:aws:iam::111122223333:role/platform-admin"]
+  admin_principal_arns         = ["arn:aws:iam::111122223333:role/cleveland-admin"]
   namespace                    = "fedheart"
   service_account              = "fedheart-supernode"
-  sagemaker_policy_json        = "{\"Version\":\"2012-10-17\",\"Statement\":[]}"
+  region                       = "eu-central-1"
+  experiment_prefix            = "fed-heart-disease"
+  tracking_run_name            = "client-cleveland"
   partition                    = "aws"
 }
 
@@ -143,7 +151,42 @@ run "eks_cluster_module" {
   }
 
   assert {
-    condition     = aws_iam_role_policy.sagemaker.policy == var.sagemaker_policy_json
-    error_message = "The workload role carries the SageMaker policy and nothing else."
+    condition     = length(jsondecode(aws_iam_role_policy.sagemaker.policy).Statement) == 4
+    error_message = "The workload role carries its party's SageMaker policy and nothing else."
+  }
+
+  # Only the party's own principals administer the cluster.
+  assert {
+    condition     = aws_eks_cluster.this.access_config[0].bootstrap_cluster_creator_admin_permissions == false
+    error_message = "The cluster's creator must not become cluster-admin (bootstrap_cluster_creator_admin_permissions = false)."
+  }
+
+  assert {
+    condition     = [for e in aws_eks_access_entry.admin : e.principal_arn] == ["arn:aws:iam::111122223333:role/cleveland-admin"] && alltrue([for a in aws_eks_access_policy_association.admin : endswith(a.policy_arn, "/AmazonEKSClusterAdminPolicy") && a.access_scope[0].type == "cluster"])
+    error_message = "Exactly the party's admin principals get an access entry with cluster-admin."
+  }
+
+  # AWS APIs through VPC interface endpoints in the private subnets, HTTPS from the VPC only.
+  assert {
+    condition     = toset(keys(aws_vpc_endpoint.interface)) == toset(["sagemaker.api", "sagemaker.metrics", "sts"]) && alltrue([for e in aws_vpc_endpoint.interface : e.vpc_endpoint_type == "Interface" && e.private_dns_enabled && startswith(e.service_name, "com.amazonaws.eu-central-1.")])
+    error_message = "Interface endpoints (private DNS) for the SageMaker API, SageMaker Metrics and STS."
+  }
+
+  assert {
+    condition     = aws_vpc_security_group_ingress_rule.endpoints_https.cidr_ipv4 == "10.1.0.0/16" && aws_vpc_security_group_ingress_rule.endpoints_https.from_port == 443 && aws_vpc_security_group_ingress_rule.endpoints_https.to_port == 443
+    error_message = "The endpoints admit HTTPS from the cluster's own VPC only."
+  }
+
+  # SageMaker: this party's trial components only.
+  assert {
+    condition = toset(jsondecode(aws_iam_role_policy.sagemaker.policy).Statement[0].Resource) == toset([
+      "arn:aws:sagemaker:eu-central-1:111122223333:experiment-trial-component/fed-heart-disease-*-client-cleveland",
+    ])
+    error_message = "Trial-component actions must be limited to <prefix>-*-client-cleveland."
+  }
+
+  assert {
+    condition     = !anytrue([for s in jsondecode(aws_iam_role_policy.sagemaker.policy).Statement : anytrue([for a in flatten([s.Action]) : contains(["sagemaker:UpdateExperiment", "sagemaker:UpdateTrial", "sagemaker:DeleteExperiment", "sagemaker:DeleteTrial", "sagemaker:DeleteTrialComponent", "sagemaker:DisassociateTrialComponent"], a) || strcontains(a, "*")])])
+    error_message = "No update or delete of the shared experiment and trial, no deletes, no wildcard actions."
   }
 }

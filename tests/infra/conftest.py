@@ -80,6 +80,12 @@ def kustomize_render():
     return render
 
 
+@pytest.fixture(scope="session")
+def render(kustomize_render):
+    """render(overlay) -> the documents of k8s/overlays/<overlay> (cached)."""
+    return lambda overlay: kustomize_render(K8S_DIR / "overlays" / overlay)
+
+
 # The pip resolution of docker/requirements-app.txt (test_images.py) is mostly
 # network wait: start it in the background with the first infra test and check
 # it last, so it overlaps with the Terraform and Kustomize checks.

@@ -229,14 +229,26 @@ def test_requirements_resolve_with_cpu_torch(pip_resolution):
     print(f"pip dry-run resolved {len(installed)} packages in {elapsed:.0f}s (in the background)")
 
 
+# Images mirrored into ECR rather than built here: ECR repository -> upstream image.
+MIRRORED = {"fedheart/fleet-proxy": "nginxinc/nginx-unprivileged"}
+
+
 def test_k8s_app_images_match_the_dockerfiles(kustomize_render):
-    """Images in the manifests are the three built here, from the ECR repos terraform creates."""
+    """Images in the manifests are the three built here, or one the runbook mirrors with the same tag,
+    from the ECR repos terraform creates."""
+    runbook = (REPO / "docs" / "deploy-eks.md").read_text()
+    repositories = re.search(r"images = toset\(\[([^\]]*)\]\)", (REPO / "terraform" / "ecr.tf").read_text())
     for overlay in sorted((K8S_DIR / "overlays").iterdir()):
         for doc in kustomize_render(overlay):
             if not doc or doc.get("kind") != "Deployment":
                 continue
             for container in doc["spec"]["template"]["spec"]["containers"]:
-                repo = container["image"].split("/", 1)[1].split(":")[0]
+                repo, _, tag = container["image"].split("/", 1)[1].partition(":")
+                assert f'"{repo.removeprefix("fedheart/")}"' in repositories.group(1), f"no ECR repository {repo}"
+                if repo in MIRRORED:
+                    upstream = f"{MIRRORED[repo]}:{tag}"
+                    assert f"docker tag {upstream} $REGISTRY/{repo}:{tag}" in runbook, f"the runbook mirrors {upstream}"
+                    continue
                 assert repo in {f"fedheart/{name}" for name in DOCKERFILES}, container["image"]
 
 

@@ -16,9 +16,11 @@ resource "aws_eks_cluster" "this" {
   bootstrap_self_managed_addons = false
   enabled_cluster_log_types     = ["audit", "authenticator"]
 
+  # Only this party's own principals administer its cluster (access entries below): whoever runs
+  # terraform (the consortium's operator in the single-account layout) gets no admin from creating it.
   access_config {
     authentication_mode                         = "API"
-    bootstrap_cluster_creator_admin_permissions = true
+    bootstrap_cluster_creator_admin_permissions = false
   }
 
   compute_config {

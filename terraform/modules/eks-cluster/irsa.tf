@@ -1,6 +1,6 @@
 # IAM Roles for Service Accounts: the Flower pods' ServiceAccount
 # (annotated eks.amazonaws.com/role-arn) assumes a role that may only write
-# SageMaker Experiments records.
+# this party's own SageMaker Experiments records (sagemaker.tf).
 
 locals {
   oidc_issuer = aws_eks_cluster.this.identity[0].oidc[0].issuer
@@ -35,10 +35,4 @@ resource "aws_iam_role" "sagemaker" {
   })
 
   tags = var.tags
-}
-
-resource "aws_iam_role_policy" "sagemaker" {
-  name   = "sagemaker-experiments"
-  role   = aws_iam_role.sagemaker.id
-  policy = var.sagemaker_policy_json
 }

@@ -34,9 +34,13 @@ variable "endpoint_public_access_cidrs" {
 }
 
 variable "admin_principal_arns" {
-  description = "IAM principals given cluster-admin through EKS access entries."
+  description = "This party's own IAM principals, the only ones given cluster-admin (EKS access entries)."
   type        = list(string)
-  default     = []
+
+  validation {
+    condition     = length(var.admin_principal_arns) >= 1 && alltrue([for a in var.admin_principal_arns : can(regex("^arn:[a-z-]+:iam::[0-9]{12}:(role|user)/", a))])
+    error_message = "admin_principal_arns: at least one IAM role or user ARN (arn:<partition>:iam::<account>:role/...)."
+  }
 }
 
 variable "namespace" {
@@ -49,9 +53,25 @@ variable "service_account" {
   type        = string
 }
 
-variable "sagemaker_policy_json" {
-  description = "IAM policy document (JSON) attached to the workload role."
+variable "region" {
+  description = "AWS region (SageMaker ARNs, VPC endpoint service names)."
   type        = string
+}
+
+variable "experiment_prefix" {
+  description = "SageMaker Experiments name prefix the workload role may use."
+  type        = string
+}
+
+variable "tracking_run_name" {
+  description = "This party's run name in every experiment: \"aggregator\" or \"client-<hospital>\" (fedheart.tracking.names)."
+  type        = string
+}
+
+variable "interface_endpoint_services" {
+  description = "AWS services reached through VPC interface endpoints (com.amazonaws.<region>.<service>), the only AWS addresses the pods' NetworkPolicies admit."
+  type        = list(string)
+  default     = ["sagemaker.api", "sagemaker.metrics", "sts"]
 }
 
 variable "partition" {
