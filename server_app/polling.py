@@ -4,7 +4,8 @@ Flower 1.42's grids poll for replies at a fixed interval: every 0.1 s in a simul
 (``InMemoryGrid``) and every 3 s in a deployment (``HttpGrid``), so each message phase ends up to
 that long after its last reply. :class:`PromptGrid` polls often at first and then less, at a tenth
 of the time already waited (between 5 ms and 0.5 s): a reply is noticed at most ~10 % late and a
-long phase costs few polls. Everything else goes to the wrapped grid.
+long phase costs few polls. Everything else goes to the wrapped grid. It also notes when each node's
+reply came (``reply_seconds``): the per-hospital timings of the run folder (``timings.jsonl``).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class PromptGrid(Grid):
 
     def __init__(self, grid: Grid) -> None:
         self.grid = grid
+        self.reply_seconds: dict[int, float] = {}  # last send_and_receive: node id -> seconds to its reply
 
     def set_run(self, run: Run) -> None:
         self.grid.set_run(run)
@@ -52,14 +54,17 @@ class PromptGrid(Grid):
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
         """Push ``messages``; return the replies that came within ``timeout`` seconds (None: no limit)."""
+        pushed = time.monotonic()  # a hospital's time counts from the push (in a deployment, seconds of TLS)
         waiting = set(self.push_messages(messages))
         started = time.monotonic()
         replies: list[Message] = []
+        self.reply_seconds = {}
         while waiting:
             got = list(self.pull_messages(waiting))
             replies.extend(got)
             waiting.difference_update(m.metadata.reply_to_message_id for m in got)
             waited = time.monotonic() - started
+            self.reply_seconds.update((m.metadata.src_node_id, time.monotonic() - pushed) for m in got)
             if not waiting or (timeout is not None and waited >= timeout):
                 break
             pause = poll_interval(waited)

@@ -99,3 +99,23 @@ def test_other_calls_go_to_the_wrapped_grid(clock: Clock) -> None:
     assert list(grid.get_node_ids()) == [1, 2]
     ids = list(grid.push_messages(_messages(1)))
     assert [r.metadata.reply_to_message_id for r in grid.pull_messages(ids)] == ids
+
+
+class UnevenGrid(SlowGrid):
+    """Node ``n`` replies ``n`` seconds after the push."""
+
+    def pull_messages(self, message_ids: Iterable[str]) -> list[Message]:
+        self.pulls += 1
+        return [Message(RecordDict({"c": ConfigRecord({"ok": 1})}), reply_to=self.pushed[i][0])
+                for i in message_ids
+                if self.clock.now - self.pushed[i][1] >= self.pushed[i][0].metadata.dst_node_id]
+
+
+def test_the_seconds_until_each_nodes_reply_are_noted_per_call(clock: Clock) -> None:
+    grid = PromptGrid(UnevenGrid(clock, delay=0.0))  # type: ignore[arg-type]
+    list(grid.send_and_receive(_messages(3), timeout=60))
+    assert set(grid.reply_seconds) == {1, 2, 3}  # timings.jsonl: who is slow
+    for node, seconds in grid.reply_seconds.items():
+        assert node <= seconds <= node * 1.1 + MIN_POLL_S, (node, seconds)
+    list(grid.send_and_receive(_messages(1), timeout=60))
+    assert set(grid.reply_seconds) == {1}  # the last call's replies only
