@@ -28,7 +28,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml requirements/constraints.txt
 	test -e $(VENV) || { mkdir -p $(VENV_REAL) && $(PYTHON) -m venv $(VENV_REAL) && ln -sfn $(VENV_REAL) $(VENV); }
 	$(BIN)/python -m pip install --quiet torch==2.13.0 $(TORCH_PIP_ARGS)
-	$(BIN)/python -m pip install --quiet -c requirements/constraints.txt -e ".[aws,dev]"
+	$(BIN)/python -m pip install --quiet -c requirements/constraints.txt -e ".[aws,dev,view,export]"
 	touch $@
 
 ## run: the 4-hospital simulation (15 rounds of FedAvg); pass Hydra overrides with ARGS="strategy=fedprox rounds=5"

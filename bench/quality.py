@@ -2,13 +2,15 @@
 
     python bench/quality.py [--strategies fedavg,fedprox,...] [--protocol flamby,project]
                             [--seeds 0,1,2] [--split-seed 43] [--out bench/results/quality]
+    python bench/quality.py --loho [--seeds 0,1,2] [--calibration-fraction 0.3,0.5] [--calibration-splits 200]
 
 Every federated run goes through a real SuperLink in simulation mode (one per benchmark, reused
 by all runs); pooled training (all hospitals' training rows in one place, the same preprocessing
 and the same number of gradient steps as the whole federation) runs in this process with the same
 core code. The local-only baseline comes from each run's summary. Writes ``quality.md`` and
 ``quality.json`` under --out; run folders are kept under ``--out/runs`` and reused when the
-benchmark is started again (it resumes where it stopped).
+benchmark is started again (it resumes where it stopped). ``--loho``: leave-one-hospital-out with
+site recalibration instead (bench/loho.py), written to ``loho.md`` and ``loho.json``.
 """
 
 from __future__ import annotations
@@ -153,7 +155,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("bench/results/quality"))
     parser.add_argument("--existing-only", action="store_true",
                         help="start no new run: tabulate the finished runs under --out/runs")
+    parser.add_argument("--loho", action="store_true", help="leave-one-hospital-out and site recalibration")
+    parser.add_argument("--calibration-fraction", default="0.3,0.5", help="--loho: calibration split(s)")
+    parser.add_argument("--calibration-splits", type=int, default=200, help="--loho: random calibration splits")
     args = parser.parse_args(argv)
+    if args.loho:
+        return run_loho(args)
     strategies = [s for s in args.strategies.split(",") if s]
     protocols = [p for p in args.protocol.split(",") if p]
     seeds = [int(s) for s in args.seeds.split(",") if s]
@@ -201,6 +208,33 @@ def main(argv: list[str] | None = None) -> int:
     (out / "quality.json").write_text(json.dumps(results, indent=2, default=float))
     text = markdown(results, hospitals, args)
     (out / "quality.md").write_text(text)
+    print(text)
+    return 0
+
+
+def run_loho(args: argparse.Namespace) -> int:
+    """``--loho``: every hospital held out in turn (bench/loho.py); the app is submitted as it is now."""
+    from launcher.flower import REPO_ROOT
+
+    if str(REPO_ROOT) not in sys.path:  # `python bench/quality.py` puts bench/ first, not the repository
+        sys.path.insert(0, str(REPO_ROOT))
+    from bench.loho import loho
+    from bench.loho import markdown as loho_markdown
+    from launcher.fab import snapshot_app
+
+    seeds = [int(s) for s in args.seeds.split(",") if s]
+    fractions = [float(f) for f in args.calibration_fraction.split(",") if f]
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(1)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    work = Path(tempfile.mkdtemp(prefix="fedheart-loho-"))
+    app = snapshot_app(REPO_ROOT, work / "app")  # later edits of the checkout change no run of this benchmark
+    with SuperLink(work / "link", extra_env={"FEDHEART_OUTPUT_DIR": str(out / "runs")}) as link:
+        results = loho(link, app, out, seeds, fractions, args.calibration_splits)
+    (out / "loho.json").write_text(json.dumps(results, indent=1, default=float))
+    text = loho_markdown(results, seeds, fractions, args.calibration_splits)
+    (out / "loho.md").write_text(text)
     print(text)
     return 0
 

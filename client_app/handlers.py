@@ -24,6 +24,7 @@ from fedheart.hospital import (
 from fedheart.preprocess import Preprocessor
 from fedheart.protocol import parse_model, parse_privacy, parse_train
 from fedheart.safeguard.policy import DEFAULT_DELTA, Refused
+from fedheart.safeguard.scrub import HospitalFailure
 from fedheart.schema import hospital
 from fedheart.sources import DataNotFoundError, hospital_file, partition_file
 from fedheart.stats import GlobalStats
@@ -66,6 +67,11 @@ def _setup(s: Session) -> tuple[HospitalData, Preprocessor]:
     data = _data(s)
     stats = str(s.config.get("preprocessing", ""))
     return data, data.preprocessor(GlobalStats.from_json(stats) if stats else None)
+
+
+def _held_out(s: Session) -> bool:
+    """This hospital is the run's ``data.holdout``: it only evaluates (no statistics, no training)."""
+    return bool(s.config.get("holdout")) and str(s.config["holdout"]) == s.where.name
 
 
 def _weights(msg: Message) -> dict:
@@ -113,6 +119,8 @@ def statistics(msg: Message, context: Context) -> Message:
 
 def _statistics(s: Session) -> RecordDict:
     data = _data(s)
+    if _held_out(s):  # its name only: the server learns which node it is, and nothing of its rows
+        return RecordDict({"info": _info(data)})
     dp = _dp(s)
     if s.run is not None and s.policy is not None:
         if s.run.statistics:
@@ -137,6 +145,8 @@ def train(msg: Message, context: Context) -> Message:
 
 
 def _train(s: Session) -> RecordDict:
+    if _held_out(s):
+        raise HospitalFailure(f"hospital {s.where.name} is this run's data.holdout: it evaluates only, never trains")
     data, pre = _setup(s)
     dp = _dp(s)
     public_rows = None
@@ -162,6 +172,8 @@ def evaluate(msg: Message, context: Context) -> Message:
 
 def _evaluate(s: Session) -> RecordDict:
     data, pre = _setup(s)
+    if _held_out(s):  # external validation: every row it has (the preprocessing is the federation's)
+        data = data.external()
     private = s.policy is not None and s.policy.evaluation == "dp" and s.run is not None
     if private:
         run, policy = s.run, s.policy

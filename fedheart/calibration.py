@@ -27,15 +27,18 @@ def logit(p: np.ndarray) -> np.ndarray:
     return np.log(q) - np.log1p(-q)
 
 
-def _newton(x: np.ndarray, y: np.ndarray, offset: np.ndarray, iters: int = 100) -> np.ndarray | None:
+def _newton(x: np.ndarray, y: np.ndarray, offset: np.ndarray, iters: int = 100,
+            weights: np.ndarray | None = None) -> np.ndarray | None:
     """Maximum-likelihood coefficients of ``logit P(y=1) = offset + x @ beta``; None if it diverges."""
+    weights = np.ones_like(y) if weights is None else weights
     beta = np.zeros(x.shape[1])
     for _ in range(iters):
         eta = offset + x @ beta
-        mu = 1.0 / (1.0 + np.exp(-eta))
-        w = mu * (1 - mu)
+        with np.errstate(over="ignore"):  # a diverging fit (separation): exp overflows to inf, mu to 0
+            mu = 1.0 / (1.0 + np.exp(-eta))
+        w = weights * mu * (1 - mu)
         hess = (x * w[:, None]).T @ x
-        grad = x.T @ (y - mu)
+        grad = x.T @ (weights * (y - mu))
         try:
             step = np.linalg.solve(hess, grad)
         except np.linalg.LinAlgError:
@@ -48,39 +51,47 @@ def _newton(x: np.ndarray, y: np.ndarray, offset: np.ndarray, iters: int = 100) 
     return beta if np.max(np.abs(step)) < 1e-6 else None
 
 
-def _prepared(labels: np.ndarray, probabilities: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+def _prepared(labels: np.ndarray, probabilities: np.ndarray,
+              weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     y = np.asarray(labels, dtype=np.float64).ravel()
     p = np.asarray(probabilities, dtype=np.float64).ravel()
-    if y.shape != p.shape:
-        raise ValueError(f"labels ({y.size}) and probabilities ({p.size}) differ in length")
-    if y.size == 0 or np.all(y == y[0]):
+    w = np.ones_like(y) if weights is None else np.asarray(weights, dtype=np.float64).ravel()
+    if y.shape != p.shape or y.shape != w.shape:
+        raise ValueError(f"labels ({y.size}), probabilities ({p.size}) and weights ({w.size}) differ in length")
+    if np.any(w < 0) or not np.all(np.isfinite(w)):
+        raise ValueError("weights must be finite and >= 0")
+    if w[y == 1].sum() <= 0 or w[y != 1].sum() <= 0:  # one class only (or no rows)
         return None
-    return y, logit(p)
+    return y, logit(p), w
 
 
-def logistic_recalibration(labels: np.ndarray, probabilities: np.ndarray) -> tuple[float, float]:
-    """``(a, b)`` of ``logit P(y=1) = a + b * logit(p)`` fitted on ``labels``; ``(nan, nan)`` if none."""
-    prepared = _prepared(labels, probabilities)
+def logistic_recalibration(labels: np.ndarray, probabilities: np.ndarray,
+                           weights: np.ndarray | None = None) -> tuple[float, float]:
+    """``(a, b)`` of ``logit P(y=1) = a + b * logit(p)`` fitted on ``labels``; ``(nan, nan)`` if none.
+
+    ``weights``: a count per row (e.g. binned rows, or noisy counts); default 1 each."""
+    prepared = _prepared(labels, probabilities, weights)
     if prepared is None:
         return math.nan, math.nan
-    y, z = prepared
-    beta = _newton(np.column_stack([np.ones_like(z), z]), y, np.zeros_like(z))
+    y, z, w = prepared
+    beta = _newton(np.column_stack([np.ones_like(z), z]), y, np.zeros_like(z), weights=w)
     return (math.nan, math.nan) if beta is None else (float(beta[0]), float(beta[1]))
 
 
-def calibration_intercept(labels: np.ndarray, probabilities: np.ndarray) -> float:
+def calibration_intercept(labels: np.ndarray, probabilities: np.ndarray,
+                          weights: np.ndarray | None = None) -> float:
     """Calibration-in-the-large: ``a`` of ``logit P(y=1) = a + logit(p)`` (slope fixed at 1)."""
-    prepared = _prepared(labels, probabilities)
+    prepared = _prepared(labels, probabilities, weights)
     if prepared is None:
         return math.nan
-    y, z = prepared
-    beta = _newton(np.ones((z.size, 1)), y, z)
+    y, z, w = prepared
+    beta = _newton(np.ones((z.size, 1)), y, z, weights=w)
     return math.nan if beta is None else float(beta[0])
 
 
-def calibration_slope(labels: np.ndarray, probabilities: np.ndarray) -> float:
+def calibration_slope(labels: np.ndarray, probabilities: np.ndarray, weights: np.ndarray | None = None) -> float:
     """``b`` of ``logit P(y=1) = a + b * logit(p)``: below 1 the predictions are too extreme."""
-    return logistic_recalibration(labels, probabilities)[1]
+    return logistic_recalibration(labels, probabilities, weights)[1]
 
 
 def recalibrated(probabilities: np.ndarray, a: float, b: float) -> np.ndarray:

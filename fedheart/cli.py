@@ -2,12 +2,16 @@
 
     fedheart validate PATH [PATH ...]   check hospital files before joining a federation
     fedheart report RUN_DIR             regenerate a run's report (plots and summary)
+    fedheart predict RUN_DIR PATIENTS.csv [--out FILE] [--threshold T] [--json]   score patients
+    fedheart export RUN_DIR [--out FILE] the run's model as one ONNX file (extra `export`)
+    fedheart recalibrate RUN_DIR LOCAL.csv --out DIR   refit intercept and slope on a labelled local sample
     fedheart check-config [OVERRIDE ...] check Hydra overrides as the server would, contacting nobody
     fedheart check-policy FILE          check a hospital policy file
     fedheart budget STATE_DIR           privacy budget spent and left, per data file and per run
     fedheart audit show STATE_DIR [--run RUN_ID]   the hospital's audit trail, readably
     fedheart audit verify STATE_DIR     exit 0 if the audit trail is intact, else name the first bad line
     fedheart app-hash [APP_DIR | FAB ...] the SHA-256 a hospital approves (the FAB hash its SuperNode sees)
+    fedheart view [--runs DIR] [--superlink CONNECTION] [--port P]   read-only web view on loopback
 """
 
 from __future__ import annotations
@@ -114,6 +118,50 @@ def audit_command(action: str, state_dir: str, run: str | None = None) -> int:
     return 0
 
 
+def add_model_commands(sub: argparse._SubParsersAction) -> None:
+    """``predict``, ``export`` and ``recalibrate``: a hospital applies a run's model (fedheart.predict)."""
+    flamby = ("a protocol=flamby model: your hospital's own rows (e.g. its training file), to fit FLamby's "
+              "per-hospital standardisation")
+    p = sub.add_parser("predict", help="score a patient file with a run's model (14 UCI fields, label optional)")
+    p.add_argument("run_dir", help="the run's output folder (or a recalibrated model folder)")
+    p.add_argument("patients", help="CSV in the UCI format; the num column and the header are optional")
+    p.add_argument("--out", help="write here instead of printing (never over an input)")
+    p.add_argument("--threshold", type=float, help="class threshold (default: the run's)")
+    p.add_argument("--json", action="store_true", help="JSON instead of CSV")
+    p.add_argument("--standardise-from", metavar="CSV", help=flamby)
+    p.set_defaults(model_command=_predict)
+    p = sub.add_parser("export", help="write a model folder's final_model.onnx (pip install 'fedheart[export]')")
+    p.add_argument("run_dir", help="the run's output folder (or a recalibrated model folder)")
+    p.add_argument("--out", help="the ONNX file (default: RUN_DIR/final_model.onnx)")
+    p.add_argument("--standardise-from", metavar="CSV", help=flamby + " (needs --out)")
+    p.set_defaults(model_command=_export)
+    p = sub.add_parser("recalibrate", help="refit the calibration intercept and slope on a labelled local sample")
+    p.add_argument("run_dir", help="the run's output folder (never modified)")
+    p.add_argument("sample", help="your labelled rows (UCI format, with num)")
+    p.add_argument("--out", required=True, help="the new model folder (must not exist or be empty)")
+    p.add_argument("--standardise-from", metavar="CSV", help=flamby)
+    p.set_defaults(model_command=_recalibrate)
+
+
+def _predict(a: argparse.Namespace) -> int:
+    from fedheart.predict import command
+
+    return command(a.run_dir, a.patients, out=a.out, threshold=a.threshold, as_json=a.json,
+                   standardise_from=a.standardise_from)
+
+
+def _export(a: argparse.Namespace) -> int:
+    from fedheart.onnx_export import command
+
+    return command(a.run_dir, out=a.out, standardise_from=a.standardise_from)
+
+
+def _recalibrate(a: argparse.Namespace) -> int:
+    from fedheart.recalibrate import command
+
+    return command(a.run_dir, a.sample, a.out, standardise_from=a.standardise_from)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fedheart", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -123,6 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_validate.add_argument("--json", action="store_true", help="machine-readable output")
     p_report = sub.add_parser("report", help="regenerate the report of a finished run")
     p_report.add_argument("run_dir", help="the run's output folder")
+    add_model_commands(sub)
     p_check = sub.add_parser("check-config", help="check Hydra overrides without starting a run")
     p_check.add_argument("overrides", nargs="*", help="e.g. strategy=fedprox privacy=dp-sgd privacy.epsilon=3")
     p_policy = sub.add_parser("check-policy", help="check a hospital policy file")
@@ -136,7 +185,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_audit.add_argument("--run", help="only this run id (show)")
     p_hash = sub.add_parser("app-hash", help="the app hash a hospital approves (policy approved-apps)")
     p_hash.add_argument("paths", nargs="*", default=["."], help="app folders or .fab files (default: .)")
+    p_view = sub.add_parser("view", help="local read-only web view of the federation and its runs")
+    p_view.add_argument("--runs", metavar="DIR", help="run folders (default: $FEDHEART_OUTPUT_DIR or ./outputs)")
+    p_view.add_argument("--superlink", metavar="CONNECTION", help="Flower connection (default: $FLWR_HOME's)")
+    p_view.add_argument("--port", type=int, default=8642, help="port (default 8642)")
+    p_view.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, loopback only)")
     args = parser.parse_args(argv)
+    if getattr(args, "model_command", None):
+        return args.model_command(args)
+    if args.command == "view":
+        from webview.cli import serve  # FastAPI, uvicorn and Flower's Control API client: the view's side
+
+        return serve(args.runs, args.superlink, args.port, args.host)
     if args.command == "app-hash":
         from launcher.fab import main as app_hash_main  # Flower's FAB builder: the launcher's side
 

@@ -35,6 +35,7 @@ class DataConfig:
     pipeline: str = "project"
     split_seed: int = 43
     train_fraction: float = 0.66
+    holdout: str | None = None  # a hospital that only evaluates, on all its rows: external validation
 
 
 @dataclass
@@ -178,6 +179,7 @@ def check_config(cfg: AppConfig) -> None:
              f"must be between 0 and 1, got {cfg.data.train_fraction}")
     bad = [h for h in cfg.data.hospitals if h not in known]
     _require(not bad, "data.hospitals", f"unknown hospital(s) {bad}; known: {', '.join(known)}")
+    _check_holdout(cfg)
     _require(cfg.model.name in MODELS, "model.name", f"must be one of {', '.join(MODELS)}, got {cfg.model.name!r}")
     _require(cfg.model.hidden >= 1, "model.hidden", f"must be >= 1, got {cfg.model.hidden}")
     _require(cfg.model.layers >= 1, "model.layers", f"must be >= 1, got {cfg.model.layers}")
@@ -195,6 +197,26 @@ def check_config(cfg: AppConfig) -> None:
     _check_tracking(cfg.tracking)
     check_aggregation(cfg)
     check_privacy(cfg)
+
+
+def _check_holdout(cfg: AppConfig) -> None:
+    """``data.holdout``: a hospital of the federation that joins only to evaluate."""
+    held = cfg.data.holdout
+    if held is None:
+        return
+    _require(bool(held.strip()), "data.holdout", "must name a hospital or be null")
+    _require(cfg.data.partition_dir is not None or held in cfg.data.hospitals, "data.holdout",
+             f"{held!r} is not one of data.hospitals ({', '.join(cfg.data.hospitals)})")
+    _require(cfg.min_hospitals >= 2, "min_hospitals",
+             f"data.holdout needs at least 2 hospitals (one held out, one training), got {cfg.min_hospitals}")
+    _require(cfg.min_replies <= cfg.min_hospitals - 1, "min_replies",
+             f"with data.holdout only {cfg.min_hospitals - 1} of min_hospitals={cfg.min_hospitals} hospitals train; "
+             f"min_replies={cfg.min_replies} can never be met")
+    _require(cfg.aggregation.mode == "plain", "aggregation.mode",
+             "data.holdout is not supported with aggregation=secagg (SecAgg+ samples every connected hospital)")
+    _require(cfg.privacy.mode not in CENTRAL_MODES, "privacy.mode",
+             f"data.holdout is not supported with privacy={cfg.privacy.mode}: its noise and accountant assume "
+             "that every one of min_hospitals hospitals trains in every round")
 
 
 def _check_tracking(tr: TrackingConfig) -> None:

@@ -18,9 +18,10 @@ import numpy as np
 import pandas as pd
 
 from fedheart import stats as fstats
+from fedheart.clinical import validation
 from fedheart.histograms import score_histograms
 from fedheart.model import build_model, get_weights, set_weights
-from fedheart.preprocess import Preprocessor, flamby_preprocessor, project_preprocessor
+from fedheart.preprocess import Preprocessor, flamby_complete, flamby_preprocessor, project_preprocessor
 from fedheart.specs import ModelSpec, TrainConfig
 from fedheart.splits import Split, split_table
 from fedheart.tables import HospitalTable, read_table
@@ -60,6 +61,13 @@ class HospitalData:
     @property
     def y_test(self) -> np.ndarray:
         return self.table.labels[self.split.test]
+
+    def external(self) -> HospitalData:
+        """The same hospital with every row a test row (``data.holdout``: external validation); the rows
+        its pipeline can use (FLamby's: the complete ones)."""
+        rows = (np.flatnonzero(flamby_complete(self.table.frame)) if self.pipeline == "flamby"
+                else np.arange(len(self.table.labels)))
+        return HospitalData(self.name, self.table, Split(train=np.array([], dtype=int), test=rows), self.pipeline)
 
     def statistics(self, dp: DPSettings | None = None, ledger: Ledger | None = None,
                    count: bool = False) -> dict[str, float]:
@@ -163,7 +171,8 @@ def evaluate_round(data: HospitalData, pre: Preprocessor, weights: Weights, spec
         return noisy_evaluation(data.y_test, result.scores, dp[0], dp[1], np.random.default_rng(secrets.randbits(128)))
     pos, neg = score_histograms(data.y_test, result.scores)
     return {"loss": result.loss, "auc": result.auc, "accuracy": result.accuracy,
-            "num-examples": float(result.num_examples), "hist-pos": pos, "hist-neg": neg}
+            "num-examples": float(result.num_examples), "hist-pos": pos, "hist-neg": neg,
+            **validation(data.y_test, result.scores)}
 
 
 def majority_baseline(data: HospitalData) -> dict[str, float]:
@@ -184,4 +193,6 @@ def local_only_baseline(data: HospitalData, pre: Preprocessor, initial: Weights,
     local_cfg = TrainConfig(**{**cfg.__dict__, "proximal_mu": 0.0})
     train(model, loader, local_cfg, rounds * num_steps(cfg, len(x_train)))
     result = evaluate(model, x_test, data.y_test)
-    return {"local-accuracy": result.accuracy, "local-auc": result.auc, "local-loss": result.loss}
+    clinical = validation(data.y_test, result.scores)
+    return {"local-accuracy": result.accuracy, "local-auc": result.auc, "local-loss": result.loss,
+            **{f"local-{k}": clinical[k] for k in ("brier", "calibration-slope", "auc-ci-low", "auc-ci-high")}}

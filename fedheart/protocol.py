@@ -37,6 +37,7 @@ def task_settings(cfg: AppConfig, preprocessing: str = "", experiment: str = "")
         "data-url": cfg.data.url,
         "hospitals": ",".join(cfg.data.hospitals),
         "partition-dir": cfg.data.partition_dir or "",
+        "holdout": cfg.data.holdout or "",
         "seed": cfg.seed,
         "model": json.dumps(asdict(ModelSpec(cfg.model.name, cfg.model.hidden, cfg.model.layers,
                                              cfg.model.dropout))),

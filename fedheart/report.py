@@ -21,7 +21,9 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from fedheart.colours import FEDERATION, colour, ordered
 from fedheart.histograms import auc_from_histograms, roc_from_histograms
+from fedheart.report_clinical import clinical_html, plot_reliability
 from fedheart.runs import METRICS, write_json, write_text
 
 FINAL_EVAL = "final_eval.json"
@@ -53,13 +55,13 @@ def _figure(panels: int) -> tuple[Figure, list[Any]]:
 
 def _per_round(ax: Any, frame: pd.DataFrame, column: str, title: str, overall: pd.DataFrame | None = None,
                overall_column: str = "", overall_label: str = "") -> None:
-    if column in frame:
-        for hospital, part in frame.groupby("hospital", sort=False):
-            part = part.sort_values("round")
-            ax.plot(part["round"], part[column], marker="o", label=str(hospital))
+    if column in frame:  # one colour per hospital, in one order, whatever order the replies came in
+        for hospital in ordered(frame["hospital"].astype(str)):
+            part = frame[frame["hospital"].astype(str) == hospital].sort_values("round")
+            ax.plot(part["round"], part[column], marker="o", label=hospital, color=colour(hospital))
     if overall is not None and overall_column in overall:
         part = overall.sort_values("round")
-        ax.plot(part["round"], part[overall_column], "k--", marker="s", label=overall_label)
+        ax.plot(part["round"], part[overall_column], "--", color=FEDERATION, marker="s", label=overall_label)
     ax.set_title(title)
     ax.set_xlabel("round")
     ax.grid(alpha=0.3)
@@ -95,13 +97,14 @@ def plot_rounds(rows: pd.DataFrame, out: Path) -> list[Path]:
 def plot_roc(final: Mapping[str, Mapping[str, Any]], out: Path) -> Path:
     """Final ROC curves per hospital and of the pooled test set (from the score histograms)."""
     fig, (ax,) = _figure(1)
-    curves = {name: (m["hist-pos"], m["hist-neg"]) for name, m in final.items() if "hist-pos" in m}
+    curves = {name: (final[name]["hist-pos"], final[name]["hist-neg"]) for name in ordered(final)
+              if "hist-pos" in final[name]}
     if curves:
         curves["pooled test set"] = (np.sum([p for p, _ in curves.values()], axis=0),
                                      np.sum([n for _, n in curves.values()], axis=0))
     for name, (pos, neg) in curves.items():
         fpr, tpr = roc_from_histograms(pos, neg)
-        style = {"color": "k", "linestyle": "--"} if name == "pooled test set" else {}
+        style = {"color": FEDERATION, "linestyle": "--"} if name == "pooled test set" else {"color": colour(name)}
         ax.plot(fpr, tpr, label=f"{name} (AUC {auc_from_histograms(pos, neg):.3f})", **style)
     ax.plot([0, 1], [0, 1], color="grey", linewidth=0.8, linestyle=":")
     ax.set(title="ROC of the final model", xlabel="false-positive rate", ylabel="true-positive rate",
@@ -191,6 +194,8 @@ def write_report(run_dir: str | Path, final: Mapping[str, Mapping[str, Any]] | N
     figures = plot_rounds(rows, run_dir / FIGURES) if not rows.empty else []
     if final:
         figures.append(plot_roc(final, run_dir / FIGURES))
+    held = tuple((summary or {}).get("external") or ())  # data.holdout: not part of the pooled test set
+    reliability = plot_reliability(final, run_dir / FIGURES / "reliability.png", held) if final else None
     facts = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>"
                     for k, v in _facts(run_dir, summary).items())
     images = "".join(f'<p><img src="{FIGURES}/{p.name}" alt="{p.stem}"></p>' for p in figures)
@@ -204,6 +209,7 @@ th,td{{padding:3px 10px;text-align:right;border-bottom:1px solid #ddd}} img{{max
 <h2>Final results per hospital</h2>
 <p>Global model on each hospital's test rows, beside the majority-class and local-only baselines.</p>
 {final_html}
+{clinical_html(summary, f"{FIGURES}/{reliability.name}" if reliability else None) if summary else ""}
 <h2>Per round</h2>
 {images}
 {_rounds_table(rows) if not rows.empty else ""}

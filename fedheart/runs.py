@@ -4,9 +4,13 @@ Layout of ``<output.root>/<run-name>/``::
 
     config.yaml          resolved configuration
     metrics.jsonl        one JSON object per hospital per round, plus one "federation" row
+    timings.jsonl        wall time per phase (statistics, train, evaluate, baselines): the server's
+                         seconds until each hospital's reply, plus one "all" row for the whole phase
     checkpoint.pt        last completed round (written to a temp file, then renamed)
     final_model.pt       state dict of the final global model
+    final_model.npz      the same weights for numpy (``fedheart predict`` runs without torch)
     final_model.json     feature list + preprocessing statistics needed to use the model
+    final_model.onnx     the whole pipeline as one ONNX graph (fedheart.onnx_export; extra ``export``)
     summary.md/.json     final per-hospital table with baselines
 """
 
@@ -21,10 +25,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
+TIMINGS = "timings.jsonl"
 ENV_OUTPUT_DIR = "FEDHEART_OUTPUT_DIR"
 
 
@@ -83,8 +87,9 @@ class RunDir:
         self.path = path
         path.mkdir(parents=True, exist_ok=True)
 
-    def append_metrics(self, rows: list[dict[str, Any]]) -> None:
-        with (self.path / METRICS).open("a", encoding="utf-8") as out:
+    def append_metrics(self, rows: list[dict[str, Any]], name: str = METRICS) -> None:
+        """Append JSON lines to ``metrics.jsonl`` (or ``name``, e.g. :data:`TIMINGS`)."""
+        with (self.path / name).open("a", encoding="utf-8") as out:
             for row in rows:
                 out.write(json.dumps(jsonable(row), sort_keys=True) + "\n")
 
@@ -100,18 +105,35 @@ class RunDir:
         write_text(self.path / METRICS, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
 
     def save_checkpoint(self, state: dict[str, Any]) -> Path:
+        import torch  # here, not at import: `fedheart predict` reads run folders without torch
+
         path = self.path / CHECKPOINT
         _atomic_write(path, lambda f: torch.save(state, f))
         return path
 
     def save_final_model(self, weights: Mapping[str, np.ndarray], meta: dict[str, Any]) -> None:
-        state = {k: torch.as_tensor(np.asarray(v)) for k, v in weights.items()}
-        _atomic_write(self.path / "final_model.pt", lambda f: torch.save(state, f))
-        write_json(self.path / "final_model.json", meta)
+        save_model_files(self.path, weights, meta)
+
+
+def save_model_files(folder: Path, weights: Mapping[str, np.ndarray], meta: dict[str, Any]) -> None:
+    """``final_model.pt`` (torch), ``final_model.npz`` (numpy) and ``final_model.json`` (meta) in ``folder``."""
+    import io
+
+    import torch
+
+    arrays = {k: np.asarray(v) for k, v in weights.items()}
+    state = {k: torch.as_tensor(v) for k, v in arrays.items()}
+    _atomic_write(folder / "final_model.pt", lambda f: torch.save(state, f))
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    atomic_write_bytes(folder / "final_model.npz", buffer.getvalue())
+    write_json(folder / "final_model.json", meta)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load a checkpoint from a run folder or a checkpoint file, with a clear error."""
+    import torch
+
     p = Path(path).expanduser()
     if p.is_dir():
         p = p / CHECKPOINT

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from fedheart import clinical
 from fedheart.histograms import auc_from_histograms
 
 
@@ -40,9 +41,65 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
+def _pair(low: Any, high: Any) -> list[float | None]:
+    return [None if v is None or not math.isfinite(float(v)) else float(v) for v in (low, high)]
+
+
+def clinical_row(m: Mapping[str, Any], baseline: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The clinical validation keys of one hospital's final evaluation (see fedheart.clinical): as the hospital
+    computed them, else derived here from its score histograms; with its warnings and the adoption line."""
+    if all(k in m for k in clinical.KEYS):
+        got = dict(m)
+    elif "hist-pos" in m:
+        got = clinical.validation_from_histograms(m["hist-pos"], m["hist-neg"])
+    else:
+        got = dict.fromkeys(clinical.KEYS, math.nan)
+    events = float(np.sum(m["hist-pos"])) if "hist-pos" in m else math.nan
+    row: dict[str, Any] = {k: got[k] for k in clinical.KEYS if not k.startswith("auc-ci")}
+    row |= {"auc-ci": _pair(got["auc-ci-low"], got["auc-ci-high"]),
+            "events": round(events) if math.isfinite(events) else None,
+            "warnings": clinical.warnings_for(float(m["num-examples"]), events) if math.isfinite(events) else []}
+    if baseline is not None:
+        local = _pair(baseline.get("local-auc-ci-low"), baseline.get("local-auc-ci-high"))
+        row |= {"local-auc-ci": local, "local-brier": baseline.get("local-brier"),
+                "local-calibration-slope": baseline.get("local-calibration-slope"),
+                "adoption": clinical.adoption(row["auc-ci"], local if None not in local else None)}
+    return row
+
+
+def pooled_validation(final: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """The clinical validation keys of the pooled test set, from the summed score histograms."""
+    rows = [r for r in final.values() if "hist-pos" in r]
+    if not rows:
+        return {}
+    pos, neg = np.sum([r["hist-pos"] for r in rows], axis=0), np.sum([r["hist-neg"] for r in rows], axis=0)
+    out = clinical_row({"hist-pos": pos, "hist-neg": neg, "num-examples": float(pos.sum() + neg.sum())})
+    return {"test-rows": round(float(pos.sum() + neg.sum())), "auc": auc_from_histograms(pos, neg), **out}
+
+
+def _ci(pair: Any) -> str:
+    return "n/a" if not pair or None in pair else f"({pair[0]:.3f}, {pair[1]:.3f})"
+
+
+def clinical_table(rows: Mapping[str, Mapping[str, Any]], threshold: float = clinical.THRESHOLD) -> str:
+    """Markdown: Brier, calibration, AUC with its interval and the rates at ``threshold``; warnings below."""
+    lines = ["| hospital | test rows | events | Brier | cal. intercept | cal. slope | AUC (95% CI) | sens. | "
+             "spec. | PPV | NPV | adopt (federated vs local-only) |", "|" + "---|" * 12]
+    notes = []
+    for name, r in rows.items():
+        lines.append(f"| {name} | {_fmt(r.get('test-rows'))} | {_fmt(r.get('events'))} | {_fmt(r['brier'])} | "
+                     f"{_fmt(r['calibration-intercept'], 2)} | {_fmt(r['calibration-slope'], 2)} | "
+                     f"{_fmt(r.get('auc'))} {_ci(r['auc-ci'])} | {_fmt(r['sensitivity'])} | "
+                     f"{_fmt(r['specificity'])} | {_fmt(r['ppv'])} | {_fmt(r['npv'])} | {r.get('adoption', '')} |")
+        notes += [f"- **warning, {name.strip('*')}**: {w}" for w in r["warnings"]]
+    return "\n".join([*lines, "", f"Sensitivity, specificity, PPV and NPV at the threshold {threshold:g}.", *notes])
+
+
 def summary_table(final: Mapping[str, Mapping[str, Any]], baselines: Mapping[str, Mapping[str, Any]],
-                  train_sizes: Mapping[str, int]) -> tuple[str, dict[str, Any]]:
-    """Markdown table of final per-hospital metrics beside majority and local-only baselines."""
+                  train_sizes: Mapping[str, int], external: Mapping[str, Mapping[str, Any]] | None = None,
+                  ) -> tuple[str, dict[str, Any]]:
+    """Markdown tables of final per-hospital metrics beside majority and local-only baselines, and of the
+    clinical validation; ``external``: held-out hospitals (``data.holdout``), reported apart."""
     fed = federation_metrics(final)
     header = ("| hospital | train rows | test rows | accuracy | AUC | majority acc. | "
               "local-only acc. | local-only AUC |")
@@ -54,6 +111,7 @@ def summary_table(final: Mapping[str, Mapping[str, Any]], baselines: Mapping[str
                "accuracy": m["accuracy"], "auc": m["auc"], "loss": m["loss"],
                "majority-accuracy": b.get("majority-accuracy"), "local-accuracy": b.get("local-accuracy"),
                "local-auc": b.get("local-auc")}
+        row |= clinical_row(m, b)
         data["hospitals"][name] = row
         lines.append(f"| {name} | {_fmt(row['train-rows'])} | {row['test-rows']} | {_fmt(row['accuracy'])} | "
                      f"{_fmt(row['auc'])} | {_fmt(row['majority-accuracy'])} | {_fmt(row['local-accuracy'])} | "
@@ -65,4 +123,16 @@ def summary_table(final: Mapping[str, Mapping[str, Any]], baselines: Mapping[str
                  f"{_fmt(means['majority-accuracy'])} | {_fmt(means['local-accuracy'])} | "
                  f"{_fmt(means['local-auc'])} |")
     lines.append(f"| **pooled test set** | | {int(fed['num-examples'])} | | {_fmt(fed['pooled-auc'])} | | | |")
-    return "\n".join(lines), data
+    data["pooled"] = pooled_validation(final)
+    data["threshold"] = clinical.THRESHOLD
+    table = {**data["hospitals"], **({"**pooled test set**": data["pooled"]} if data["pooled"] else {})}
+    text = "\n".join(lines) + "\n\n## Clinical validation\n\n" + clinical_table(table)
+    if external:
+        data["external"] = {
+            name: {"test-rows": int(m["num-examples"]), "rows": "all", "accuracy": m["accuracy"], "auc": m["auc"],
+                   "loss": m["loss"], "local-auc": baselines.get(name, {}).get("local-auc"),
+                   **clinical_row(m, baselines.get(name, {}))}
+            for name, m in external.items()}
+        text += ("\n\n## External validation (held out: no statistics, no training; all its rows)\n\n"
+                 + clinical_table(data["external"]))
+    return text, data

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fedheart.schema import COLUMNS, FIELDS, LABEL
+from fedheart.schema import COLUMNS, FEATURES, FIELDS, LABEL
 
 MISSING_TOKENS = ("?", "")
 REQUIRED = ("age", "sex", "cp", LABEL)  # recorded by every UCI hospital
@@ -101,15 +101,32 @@ def _wide_encoding(head: bytes) -> str | None:
     return None
 
 
-def _is_header(cells: list[str]) -> bool:
-    return [c.strip().lower() for c in cells] == list(COLUMNS)
+def _is_header(cells: list[str], widths: tuple[int, ...] = (len(COLUMNS),)) -> bool:
+    return [c.strip().lower() for c in cells] in [list(COLUMNS[:w]) for w in widths]
 
 
-def _split_lines(name: str, text: str) -> tuple[list[tuple[int, list[str]]], bool, list[Problem]]:
-    """Split text into (line number, cells) rows; check line length and field count."""
+def _width_problem(expected: tuple[int, ...], found: int) -> str:
+    if expected == (len(COLUMNS),):
+        return f"expected {len(COLUMNS)} comma-separated fields ({' '.join(COLUMNS)}), found {found}"
+    if expected == (len(FEATURES),):
+        return (f"expected {len(FEATURES)} comma-separated fields ({' '.join(FEATURES)}) as in the file's "
+                f"first row, found {found}")
+    return (f"expected {len(COLUMNS)} comma-separated fields ({' '.join(COLUMNS)}) or {len(FEATURES)} "
+            f"without {LABEL}, found {found}")
+
+
+def _split_lines(name: str, text: str, label_optional: bool = False,
+                 ) -> tuple[list[tuple[int, list[str]]], bool, list[Problem]]:
+    """Split text into (line number, cells) rows; check line length and field count.
+
+    ``label_optional``: rows may also have the 13 feature fields only (the header or the first
+    row decides for the whole file); the missing label reads as missing.
+    """
     rows: list[tuple[int, list[str]]] = []
     problems: list[Problem] = []
     has_header = False
+    widths = (len(COLUMNS), len(FEATURES)) if label_optional else (len(COLUMNS),)
+    width: int | None = None  # fixed by the header or the first well-formed row
     for number, line in enumerate(io.StringIO(text), start=1):
         line = line.rstrip("\r\n")
         if not line.strip():
@@ -119,19 +136,20 @@ def _split_lines(name: str, text: str) -> tuple[list[tuple[int, list[str]]], boo
                                     f"line is {len(line)} characters long (max {MAX_LINE_CHARS})"))
             continue
         cells = next(csv.reader([line]))
-        if not rows and not has_header and _is_header(cells):
-            has_header = True
+        if not rows and not has_header and _is_header(cells, widths):
+            has_header, width = True, len(cells)
             continue
-        if len(cells) != len(COLUMNS):
-            problems.append(Problem(name, number, None,
-                                    f"expected {len(COLUMNS)} comma-separated fields "
-                                    f"({' '.join(COLUMNS)}), found {len(cells)}"))
+        expected = (width,) if width else widths
+        if len(cells) not in expected:
+            problems.append(Problem(name, number, None, _width_problem(expected, len(cells))))
             continue
-        rows.append((number, [c.strip() for c in cells]))
+        width = len(cells)
+        rows.append((number, [c.strip() for c in cells] + [""] * (len(COLUMNS) - width)))
     return rows, has_header, problems
 
 
-def _check_values(name: str, raw: pd.DataFrame) -> tuple[pd.DataFrame, list[Problem]]:
+def _check_values(name: str, raw: pd.DataFrame, required: tuple[str, ...] = REQUIRED,
+                  ) -> tuple[pd.DataFrame, list[Problem]]:
     """Convert strings to numbers column by column; report non-numeric and out-of-range values."""
     problems: list[Problem] = []
     values = pd.DataFrame(index=raw.index)
@@ -152,18 +170,19 @@ def _check_values(name: str, raw: pd.DataFrame) -> tuple[pd.DataFrame, list[Prob
             problems.append(Problem(name, int(line), col,
                                     f"value {numbers[line]:g} is out of range: {spec.description} "
                                     f"must be {rule}"))
-        if col in REQUIRED:
+        if col in required:
             for line in raw.index[missing]:
                 problems.append(Problem(name, int(line), col, f"{spec.description} is required but missing"))
         values[col] = numbers.where(~bad)
     return values, problems
 
 
-def read_table(path: str | Path, *, strict: bool = True) -> HospitalTable:
+def read_table(path: str | Path, *, strict: bool = True, label_optional: bool = False) -> HospitalTable:
     """Read and validate one hospital file.
 
     With ``strict`` (the default) any problem raises :class:`DataFileError`; otherwise the
     problems are returned on the table (used by ``fedheart validate`` to report them all).
+    ``label_optional`` (patients to score): the label may be missing, or the column absent.
     """
     path = Path(path)
     name = str(path)
@@ -175,13 +194,14 @@ def read_table(path: str | Path, *, strict: bool = True) -> HospitalTable:
     rows: list[tuple[int, list[str]]] = []
     has_header = False
     if text is not None:
-        rows, has_header, line_problems = _split_lines(name, text)
+        rows, has_header, line_problems = _split_lines(name, text, label_optional)
         problems += line_problems
         if not rows and not problems:
             problems.append(Problem(name, None, None, "the file has no data rows"))
     raw = pd.DataFrame([cells for _, cells in rows], columns=list(COLUMNS),
                        index=pd.Index([n for n, _ in rows], name="line"), dtype=object)
-    frame, value_problems = _check_values(name, raw) if rows else (raw.astype(float), [])
+    required = tuple(c for c in REQUIRED if c != LABEL) if label_optional else REQUIRED
+    frame, value_problems = _check_values(name, raw, required) if rows else (raw.astype(float), [])
     problems += value_problems
     problems.sort(key=lambda p: (p.line or 0, COLUMNS.index(p.field) if p.field else -1))
     table = HospitalTable(name, frame.astype(float), has_header, problems)

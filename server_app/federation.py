@@ -24,18 +24,21 @@ from flwr.serverapp.strategy.strategy_utils import sample_nodes
 from fedheart import stats as fstats
 from fedheart.config import CENTRAL_MODES, AppConfig, to_yaml
 from fedheart.model import build_model, get_weights
+from fedheart.onnx_export import write_run_onnx
 from fedheart.preprocess import FLAMBY_COLUMNS, Preprocessor, flamby_preprocessor, project_preprocessor
 from fedheart.protocol import task_settings, train_settings
 from fedheart.report import write_report
-from fedheart.runs import RunDir, load_checkpoint, output_root, write_json, write_text
+from fedheart.runs import TIMINGS, RunDir, load_checkpoint, output_root, write_json, write_text
 from fedheart.summary import federation_metrics, summary_table
 from fedheart.tracking import aggregator_metrics, aggregator_params, aggregator_tracker, experiment_for_run
+from server_app.holdout import TrainingGrid
 from server_app.privacy import BudgetExhausted, PrivacyMonitor
 from server_app.records import config_record, from_arrays, metrics_of, to_arrays
 
 log = logging.getLogger("fedheart.server")
 
 STRATEGY_STATE = ("m_t", "v_t")  # FedOpt family: server optimiser moments
+PHASES = {"query.stats": "statistics", "query.baseline": "baselines"}  # timings.jsonl phase of a query
 
 
 class FederationError(RuntimeError):
@@ -47,6 +50,7 @@ class Hospital:
     node_id: int
     name: str
     train_rows: int
+    holdout: bool = False  # data.holdout: it evaluates only (external validation)
 
 
 @dataclass
@@ -101,7 +105,25 @@ class Federation:
 
     def _send(self, node_ids: Iterable[int], message_type: str, content: RecordDict) -> list[Message]:
         messages = [Message(content=content, message_type=message_type, dst_node_id=n) for n in node_ids]
-        return list(self.grid.send_and_receive(messages, timeout=self.cfg.round_timeout))
+        phase, server_round = PHASES[message_type], self.history.last_round
+        return self._exchange(phase, server_round if phase == "baselines" else 0, messages)
+
+    def _exchange(self, phase: str, server_round: int, messages: Iterable[Message]) -> list[Message]:
+        """``send_and_receive`` within ``round_timeout``; its timings go to ``timings.jsonl``: the seconds
+        until the server had each hospital's reply (when the grid notes them: PromptGrid) and the
+        phase's whole wall time (node and run ids as strings: they are 64-bit)."""
+        started = time.perf_counter()
+        replies = list(self.grid.send_and_receive(messages, timeout=self.cfg.round_timeout))
+        seconds = time.perf_counter() - started
+        grid = self.grid
+        while not hasattr(grid, "reply_seconds") and hasattr(grid, "grid"):  # a grid wrapping PromptGrid
+            grid = grid.grid
+        came = dict(getattr(grid, "reply_seconds", {}))
+        rows = [{"round": server_round, "phase": phase, "hospital": self._name(r), "node": str(r.metadata.src_node_id),
+                 "seconds": came.get(r.metadata.src_node_id), "ok": not r.has_error()} for r in replies]
+        self.run_dir.append_metrics([*rows, {"round": server_round, "phase": phase, "hospital": "all",
+                                             "seconds": seconds, "run": str(self.run_id)}], TIMINGS)
+        return replies
 
     def collect_statistics(self) -> None:
         """Ask every hospital for its sufficient statistics; combine them into global ones."""
@@ -115,6 +137,10 @@ class Federation:
             if reply.has_error():
                 continue
             info = reply.content.config_records["info"]
+            if str(info["hospital"]) == self.cfg.data.holdout:  # no statistics: it only evaluates
+                self.hospitals[reply.metadata.src_node_id] = Hospital(reply.metadata.src_node_id,
+                                                                      str(info["hospital"]), 0, holdout=True)
+                continue
             stats = metrics_of(reply.content)
             self.hospitals[reply.metadata.src_node_id] = Hospital(
                 reply.metadata.src_node_id, str(info["hospital"]), int(stats["n"]))
@@ -122,9 +148,13 @@ class Federation:
         errors = _error_reasons(replies)
         for reason in errors:
             log.error("Hospital failed to report statistics: %s", reason)
-        if len(parts) < self.cfg.min_hospitals:
+        held = [h.name for h in self.hospitals.values() if h.holdout]
+        if self.cfg.data.holdout and not held:
+            raise FederationError(f"data.holdout={self.cfg.data.holdout}: no hospital of that name answered; "
+                                  f"errors: {'; '.join(errors) or 'none'}")
+        if len(parts) < self.cfg.min_hospitals - len(held):
             raise FederationError(
-                f"only {len(parts)} of the required {self.cfg.min_hospitals} hospitals reported their "
+                f"only {len(parts)} of the required {self.cfg.min_hospitals - len(held)} hospitals reported their "
                 f"statistics; errors: {'; '.join(errors) or 'none (timeout)'}")
         names = [h.name for h in self.hospitals.values()]
         if len(set(names)) != len(names):
@@ -133,8 +163,17 @@ class Federation:
             global_stats = fstats.GlobalStats.from_totals(fstats.combine(parts),
                                                          noise_std=self.privacy.stats_noise_std(len(parts)))
             self.preprocessing = global_stats.to_json()
-        log.info("Hospitals: %s", ", ".join(f"{h.name} ({h.train_rows} training rows)"
+        log.info("Hospitals: %s", ", ".join(f"{h.name} ({h.train_rows} training rows)" if not h.holdout
+                                           else f"{h.name} (held out: evaluates only)"
                                            for h in self.hospitals.values()))
+
+    def train_rows(self) -> dict[str, int]:
+        """Training rows of each hospital that trains (the held-out one does not)."""
+        return {h.name: h.train_rows for h in self.hospitals.values() if not h.holdout}
+
+    def held_out(self) -> set[int]:
+        """Node ids of the held-out hospital (``data.holdout``)."""
+        return {n for n, h in self.hospitals.items() if h.holdout}
 
     def preprocessor(self) -> Preprocessor:
         """The feature layout (for the model's input size and the saved model's metadata)."""
@@ -201,7 +240,7 @@ class Federation:
         known = [n for n, h in self.hospitals.items() if h.name == name]
         if known:
             old = self.hospitals.pop(known[0])
-            self.hospitals[node] = Hospital(node, name, old.train_rows)
+            self.hospitals[node] = Hospital(node, name, old.train_rows, old.holdout)
             log.info("Hospital %s rejoined as node %d (was node %d)", name, node, old.node_id)
         return name
 
@@ -225,8 +264,9 @@ class Federation:
         base = self.strategy
         while hasattr(base, "strategy"):  # Flower's DP wrappers keep the wrapped strategy here
             base = base.strategy
+        held = len(self.held_out() & set(self.grid.get_node_ids())) if phase == "train" else 0
         if online >= want:
-            base.min_available_nodes = want  # type: ignore[attr-defined]
+            base.min_available_nodes = want - held  # type: ignore[attr-defined]
             return
         why = (f"round {server_round} ({phase}): only {online} of min_hospitals={want} hospitals online after "
                f"waiting {self.cfg.round_timeout:g} s (round_timeout)")
@@ -236,13 +276,14 @@ class Federation:
             raise FederationError(f"{why}; privacy={self.cfg.privacy.mode} accounts for every hospital in every "
                                   "round, so the run cannot go on without one")
         log.warning("%s; going on with those %d", why, online)
-        base.min_available_nodes = online  # type: ignore[attr-defined]
+        base.min_available_nodes = online - held  # type: ignore[attr-defined]
 
     def _train(self, server_round: int, arrays: Any, config: ConfigRecord) -> tuple[Any, list[dict]]:
         """One training round: the strategy's instructions out, its aggregate of the replies back."""
         self.await_hospitals(server_round, "train")
-        replies = list(self.grid.send_and_receive(
-            self.privacy.configure_train(server_round, arrays, config, self.grid), timeout=self.cfg.round_timeout))
+        replies = self._exchange("train", server_round,
+                                 self.privacy.configure_train(server_round, arrays, config,
+                                                               TrainingGrid(self.grid, self.held_out)))
         return self._aggregate_train(server_round, arrays, replies)
 
     def _aggregate_train(self, server_round: int, arrays: Any, replies: list[Message]) -> tuple[Any, list[dict]]:
@@ -263,13 +304,17 @@ class Federation:
 
     def _evaluate(self, server_round: int, arrays: Any, config: ConfigRecord) -> dict[str, dict]:
         self.await_hospitals(server_round, "evaluate")
-        replies = list(self.grid.send_and_receive(
-            self.strategy.configure_evaluate(server_round, arrays, config, self.grid),
-            timeout=self.cfg.round_timeout))
+        replies = self._exchange("evaluate", server_round,
+                                 self.strategy.configure_evaluate(server_round, arrays, config, self.grid))
         for reason in _error_reasons(replies):
             log.warning("Round %d: a hospital failed to evaluate: %s", server_round, reason)
         self.strategy.aggregate_evaluate(server_round, replies)
         return self._ordered({self._name(r): metrics_of(r.content) for r in replies if not r.has_error()})
+
+    def _internal(self, by_hospital: dict[str, dict]) -> dict[str, dict]:
+        """The hospitals that train, without the held-out one (``data.holdout``: reported apart)."""
+        held = {h.name for h in self.hospitals.values() if h.holdout}
+        return {n: m for n, m in by_hospital.items() if n not in held}
 
     def _ordered(self, by_hospital: dict[str, dict]) -> dict[str, dict]:
         """Hospitals in the configured order (then by name), whatever order replies came in."""
@@ -283,13 +328,13 @@ class Federation:
         write_text(self.run_dir.path / "config.yaml", to_yaml(cfg))
         self.collect_statistics()
         self.history.phase_seconds["statistics"] = time.perf_counter() - started
-        self.tracker.log_params(aggregator_params(cfg, {h.name: h.train_rows for h in self.hospitals.values()}))
+        self.tracker.log_params(aggregator_params(cfg, self.train_rows()))
         self.initial = self.initial_weights()
         weights = self._restore() if cfg.resume else self.initial
         arrays = to_arrays(weights)
         task = task_settings(cfg, self.preprocessing, self.experiment)
         train_cfg = config_record({**task, **train_settings(cfg),
-                                   **self.privacy.start({h.name: h.train_rows for h in self.hospitals.values()})})
+                                   **self.privacy.start(self.train_rows())})
         eval_cfg = config_record(task)
         per_hospital: dict[str, dict] = {}
         for server_round in range(self.history.last_round + 1, cfg.rounds + 1):
@@ -300,7 +345,8 @@ class Federation:
                 self.privacy.stop(str(stop))
                 break
             per_hospital = self._evaluate(server_round, arrays, ConfigRecord(dict(eval_cfg)))
-            fed = federation_metrics(per_hospital) if per_hospital else {}
+            internal = self._internal(per_hospital)
+            fed = federation_metrics(internal) if internal else {}
             fed["train-loss"] = float(np.mean([r["train-loss"] for r in train_rows])) if train_rows else float("nan")
             fed["seconds"] = time.perf_counter() - t0
             epsilon = self.privacy.round_epsilon(server_round, train_rows)
@@ -352,11 +398,15 @@ class Federation:
             else "per-hospital standardisation (FLamby): each hospital uses its own training mean/std",
             "rounds": self.history.last_round, "strategy": self.cfg.strategy.name,
         })
+        try:
+            log.info("Portable model: %s", write_run_onnx(self.run_dir.path))
+        except Exception as exc:  # the weights are saved: `fedheart export RUN_DIR` can write the file later
+            log.warning("Could not write final_model.onnx: %s", exc)
         t0 = time.perf_counter()
         baselines = self.baselines(train_cfg, per_hospital)
         self.history.phase_seconds["baselines"] = time.perf_counter() - t0
-        table, data = summary_table(per_hospital, baselines,
-                                    {h.name: h.train_rows for h in self.hospitals.values()})
+        external = {n: m for n, m in per_hospital.items() if n not in self._internal(per_hospital)}
+        table, data = summary_table(self._internal(per_hospital), baselines, self.train_rows(), external=external)
         data.update({"rounds": self.history.last_round, "seconds": seconds, "strategy": self.cfg.strategy.name,
                      "protocol": self.cfg.protocol, "aggregation": self.cfg.aggregation.mode,
                      "run_dir": str(self.run_dir.path), "phase_seconds": self.history.phase_seconds,

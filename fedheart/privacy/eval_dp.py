@@ -5,14 +5,16 @@ to exactly one of the ``2 * COARSE`` counts: L2 sensitivity 1 under add/remove-o
 standard deviation ``z`` is added to every count and the release is the RDP history entry ``(z, 1.0, 1)``
 in the hospital's ledger. Everything in the reply is computed from the noisy counts alone
 (post-processing): the 100-bin histograms the server expects (each coarse count spread evenly over its
-fine bins), the row count, accuracy at 0.5, AUC and a loss at the bins' centres. Crafted weights can
-therefore read no more of a feature's distribution than these noisy counts show.
+fine bins), the row count, accuracy at 0.5, AUC, a loss at the bins' centres and the clinical numbers of
+:func:`fedheart.clinical.validation_from_histograms` (the keys of an exact evaluation). Crafted weights
+can therefore read no more of a feature's distribution than these noisy counts show.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from fedheart.clinical import validation_from_histograms
 from fedheart.histograms import HIST_BINS, auc_from_histograms, score_histograms
 from fedheart.privacy.ledger import Ledger
 
@@ -37,4 +39,5 @@ def noisy_evaluation(labels: np.ndarray, scores: np.ndarray, noise_multiplier: f
     centres = (np.arange(COARSE) + 0.5) / COARSE
     loss = float((-(pos * np.log(centres)).sum() - (neg * np.log(1 - centres)).sum()) / max(float(noisy.sum()), 1.0))
     return {"loss": loss, "auc": auc_from_histograms(pos, neg), "accuracy": accuracy,
-            "num-examples": float(round(total)), "hist-pos": fine_pos.tolist(), "hist-neg": fine_neg.tolist()}
+            "num-examples": float(round(total)), "hist-pos": fine_pos.tolist(), "hist-neg": fine_neg.tolist(),
+            **validation_from_histograms(fine_pos, fine_neg)}

@@ -19,6 +19,15 @@ def test_four_hospitals_two_rounds_then_resume_to_three(simulation) -> None:
     # The majority-class predictor has AUC 0.5 at every hospital; accuracy must beat it on average.
     assert mean_auc > 0.5
     assert summary["means"]["accuracy"] > summary["means"]["majority-accuracy"]
+    # clinical validation per hospital (at the hospital) and pooled (from the summed histograms)
+    for row in [*summary["hospitals"].values(), summary["pooled"]]:
+        assert {"brier", "calibration-slope", "calibration-intercept", "sensitivity", "specificity"} <= set(row)
+        low, high = row["auc-ci"]
+        assert 0 <= row["brier"] <= 1 and (low is None) == (high is None)  # None: under 2 rows of a class
+        assert low is None or 0 <= low <= row["auc"] <= high <= 1
+    assert None not in summary["pooled"]["auc-ci"] and None not in summary["hospitals"]["cleveland"]["auc-ci"]
+    assert summary["hospitals"]["switzerland"]["warnings"]  # 16 test rows
+    assert 'src="report/reliability.png"' in (run.run_dir / "report.html").read_text()
     rows = [json.loads(line) for line in (run.run_dir / "metrics.jsonl").read_text().splitlines()]
     assert {(r["round"], r["phase"]) for r in rows} >= {(1, "train"), (1, "evaluate"), (2, "federation")}
     for name in ("config.yaml", "checkpoint.pt", "final_model.pt", "final_model.json", "summary.md"):
