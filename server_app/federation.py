@@ -115,10 +115,7 @@ class Federation:
         started = time.perf_counter()
         replies = list(self.grid.send_and_receive(messages, timeout=self.cfg.round_timeout))
         seconds = time.perf_counter() - started
-        grid = self.grid
-        while not hasattr(grid, "reply_seconds") and hasattr(grid, "grid"):  # a grid wrapping PromptGrid
-            grid = grid.grid
-        came = dict(getattr(grid, "reply_seconds", {}))
+        came = dict(getattr(self.grid, "reply_seconds", {}))
         rows = [{"round": server_round, "phase": phase, "hospital": self._name(r), "node": str(r.metadata.src_node_id),
                  "seconds": came.get(r.metadata.src_node_id), "ok": not r.has_error()} for r in replies]
         self.run_dir.append_metrics([*rows, {"round": server_round, "phase": phase, "hospital": "all",

@@ -26,12 +26,11 @@ def poll_interval(waited: float) -> float:
     return min(MAX_POLL_S, max(MIN_POLL_S, 0.1 * waited))
 
 
-class PromptGrid(Grid):
-    """``grid`` with a prompter ``send_and_receive``; see the module docstring."""
+class ForwardingGrid(Grid):
+    """A Grid that passes every call on to ``grid``: the base of the grids that change one call."""
 
     def __init__(self, grid: Grid) -> None:
         self.grid = grid
-        self.reply_seconds: dict[int, float] = {}  # last send_and_receive: node id -> seconds to its reply
 
     def set_run(self, run: Run) -> None:
         self.grid.set_run(run)
@@ -51,6 +50,17 @@ class PromptGrid(Grid):
 
     def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
         return self.grid.pull_messages(message_ids)
+
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
+        return self.grid.send_and_receive(messages, timeout=timeout)
+
+
+class PromptGrid(ForwardingGrid):
+    """``grid`` with a prompter ``send_and_receive``; see the module docstring."""
+
+    def __init__(self, grid: Grid) -> None:
+        super().__init__(grid)
+        self.reply_seconds: dict[int, float] = {}  # last send_and_receive: node id -> seconds to its reply
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
         """Push ``messages``; return the replies that came within ``timeout`` seconds (None: no limit)."""
