@@ -166,7 +166,7 @@ def _audited(msg: Message, context: Context, kind: str, sent: dict[str, Any], wh
     try:
         if policy is not None:
             decision: Decision = check_request(policy, kind, sent, simulation=session.simulation,
-                                               evaluations_done=run.evaluations)
+                                               evaluations_done=run.evaluations, hospital=where.name)
             session.config = decision.config
             entry["overrides"] = decision.overrides
         reply = _run(msg, session, work)

@@ -43,9 +43,16 @@ def _mode_rank(mode: str) -> int:
 
 
 def check_request(policy: Policy, kind: str, config: dict[str, Any], *, simulation: bool,
-                  evaluations_done: int = 0) -> Decision:
-    """Accept ``config`` for a message of ``kind`` under ``policy`` or raise :class:`Refused`."""
+                  evaluations_done: int = 0, hospital: str = "") -> Decision:
+    """Accept ``config`` for a message of ``kind`` under ``policy`` or raise :class:`Refused`.
+
+    ``hospital``: this hospital's name, which a ``holdout`` request may name: evaluating on every row
+    (training rows included) is then allowed only as a DP release (``release.evaluation: dp``), else it
+    would move the training rows into the test set that exact releases cover."""
     decision = Decision(dict(config))
+    if hospital and str(config.get("holdout", "")) == hospital and policy.evaluation != "dp":
+        raise Refused("release.evaluation", f"data.holdout={hospital} (evaluation on every row, training rows "
+                      "included)", f"{policy.evaluation} (exact metrics of the test rows only)")
     decision.set("split-seed", policy.split_seed)
     decision.set("train-fraction", policy.train_fraction)
     if kind == "query.baseline" and not policy.baselines:

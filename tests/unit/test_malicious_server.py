@@ -253,6 +253,14 @@ def test_the_hospital_keeps_its_own_split(tmp_path: Path, data_dir: Path) -> Non
                                           "train-fraction": {"requested": 0.5, "used": 0.66}}
 
 
+def test_a_holdout_cannot_move_the_training_rows_into_exact_evaluations(tmp_path: Path, data_dir: Path) -> None:
+    h = hospital(tmp_path, data_dir, PERMISSIVE)  # exact evaluations, of the test rows only
+    server = Server([h], 1, data_dir, PLAIN)
+    metrics_of(server.evaluate())  # an honest evaluation is accepted
+    refused(server.evaluate(changes={"holdout": "cleveland"}), "release.evaluation")
+    metrics_of(server.evaluate(changes={"holdout": "va"}))  # another hospital held out: this one as usual
+
+
 def test_a_second_statistics_query_is_refused(tmp_path: Path, data_dir: Path) -> None:
     h = hospital(tmp_path, data_dir)
     server = Server([h], 1, data_dir)
