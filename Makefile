@@ -21,7 +21,7 @@ ifneq ($(wildcard $(SHARED_DATA)/processed.va.data),)
 export FEDHEART_DATA_DIR ?= $(SHARED_DATA)
 endif
 
-.PHONY: install system-deps run test lint deploy bench-quality clean
+.PHONY: install system-deps run test test-fast lint deploy bench-quality clean
 
 install: $(VENV)/.installed
 
@@ -39,6 +39,11 @@ run: install
 test: install system-deps
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## test-fast: lint, then the unit tests only (a couple of minutes): the edit loop; `make test` before pushing
+test-fast: install
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q tests/unit $(PYTEST_ARGS)
 
 ## system-deps: the Debian packages the tests need (nginx, chromium), apt-get installed when missing
 system-deps:

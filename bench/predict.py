@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         run, patients = make_inputs(work, args.rows)
-        command = [sys.executable, "-m", "fedheart.cli", "predict", str(run), str(patients), "--out",
+        command = [sys.executable, "-m", "fedheart_cli", "predict", str(run), str(patients), "--out",
                    str(work / "cli.csv")]
         env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
         cli, cli_cpu = [], []

@@ -33,11 +33,9 @@ import torch
 from fedheart import stats as fstats
 from fedheart.config import AppConfig, load_config, train_config
 from fedheart.histograms import auc_from_histograms, score_histograms
-from fedheart.hospital import HospitalData, load_hospital
+from fedheart.hospital import HospitalData, configured_hospitals
 from fedheart.model import build_model
 from fedheart.preprocess import Preprocessor, flamby_preprocessor
-from fedheart.schema import hospital
-from fedheart.sources import hospital_file
 from fedheart.training import TensorBatches, evaluate, train
 from launcher.flower import SuperLink, submit_run, wait_for_run
 
@@ -55,11 +53,7 @@ def mean_sd(values: list[float]) -> tuple[float, float]:
 def pooled_run(cfg: AppConfig, seed: int) -> dict:
     """Centralised training on the union of the hospitals' training rows, evaluated per hospital."""
     t0 = time.perf_counter()
-    hospitals: list[HospitalData] = [
-        load_hospital(hospital_file(hospital(k), cfg.data.root, allow_download=cfg.data.download,
-                                    base_url=cfg.data.url), seed=cfg.data.split_seed,
-                      pipeline=cfg.data.pipeline, train_fraction=cfg.data.train_fraction, name=k)
-        for k in cfg.data.hospitals]
+    hospitals: list[HospitalData] = list(configured_hospitals(cfg).values())
     pooled_train = pd.concat([h.train_frame for h in hospitals])
     if cfg.data.pipeline == "flamby":
         pre: Preprocessor = flamby_preprocessor(pooled_train)  # FLamby's pooled normalisation
@@ -67,8 +61,7 @@ def pooled_run(cfg: AppConfig, seed: int) -> dict:
         pre = hospitals[0].preprocessor(fstats.GlobalStats.from_totals(fstats.local_stats(pooled_train)))
     x = pre.transform(pooled_train)
     y = np.concatenate([h.y_train for h in hospitals])
-    model = build_model(cfg.model.name, pre.num_features, hidden=cfg.model.hidden, layers=cfg.model.layers,
-                        dropout=cfg.model.dropout, seed=seed)
+    model = build_model(cfg.model, pre.num_features, seed=seed)
     tcfg = train_config(cfg)
     steps = cfg.rounds * tcfg.local_steps * len(hospitals)  # the whole federation's gradient steps
     train(model, TensorBatches(x, y, tcfg.batch_size, seed=seed), tcfg, steps)

@@ -22,12 +22,15 @@ from fedheart.clinical import validation
 from fedheart.histograms import score_histograms
 from fedheart.model import build_model, get_weights, set_weights
 from fedheart.preprocess import Preprocessor, flamby_complete, flamby_preprocessor, project_preprocessor
+from fedheart.schema import hospital
+from fedheart.sources import hospital_file
 from fedheart.specs import ModelSpec, TrainConfig
 from fedheart.splits import Split, split_table
 from fedheart.tables import HospitalTable, read_table
 from fedheart.training import TensorBatches, evaluate, num_steps, train
 
 if TYPE_CHECKING:  # Opacus is imported only when DP is used: a ClientApp process starts ~3 s faster
+    from fedheart.config_schema import AppConfig
     from fedheart.privacy.dpsgd import DPSettings
     from fedheart.privacy.ledger import Ledger
 
@@ -122,6 +125,20 @@ def load_hospital(path: str | Path, *, seed: int, pipeline: str, train_fraction:
     return _load(str(p), mtime, seed, pipeline, train_fraction, name or p.stem)
 
 
+def configured_hospitals(cfg: AppConfig, *, root: str | Path | None = None,
+                         pipeline: str | None = None) -> dict[str, HospitalData]:
+    """Each hospital of ``data.hospitals``, by key, as a run would load it in one process (benchmarks):
+    its file found by :func:`fedheart.sources.hospital_file` (in ``root`` if given, else ``data.root`` or
+    $FEDHEART_DATA_DIR, downloaded if ``data.download``), split with ``data.split_seed`` and
+    ``data.train_fraction`` under ``data.pipeline`` (or ``pipeline``)."""
+    d = cfg.data
+    folder = str(root) if root is not None else d.root
+    return {key: load_hospital(hospital_file(hospital(key), folder, allow_download=d.download, base_url=d.url),
+                               seed=d.split_seed, pipeline=pipeline or d.pipeline, train_fraction=d.train_fraction,
+                               name=key)
+            for key in d.hospitals}
+
+
 def _seed(*parts: int) -> int:
     return int(np.random.SeedSequence([abs(int(p)) for p in parts]).generate_state(1)[0])
 
@@ -134,8 +151,7 @@ def train_round(data: HospitalData, pre: Preprocessor, weights: Weights, spec: M
     With ``dp`` the round is DP-SGD (Opacus), accounted in ``ledger`` (see :mod:`fedheart.privacy.dpsgd`);
     ``public_rows``: the noisy row count a policy released, used in place of the exact one.
     """
-    model = build_model(spec.name, pre.num_features, hidden=spec.hidden, layers=spec.layers,
-                        dropout=spec.dropout)
+    model = build_model(spec, pre.num_features)
     set_weights(model, weights)
     x_train, _ = data.features(pre)
     if dp is not None:
@@ -160,8 +176,7 @@ def evaluate_round(data: HospitalData, pre: Preprocessor, weights: Weights, spec
     ``dp``: (noise multiplier, ledger): released through the Gaussian mechanism instead
     (:mod:`fedheart.privacy.eval_dp`; fresh OS randomness), and recorded in the ledger.
     """
-    model = build_model(spec.name, pre.num_features, hidden=spec.hidden, layers=spec.layers,
-                        dropout=spec.dropout)
+    model = build_model(spec, pre.num_features)
     set_weights(model, weights)
     _, x_test = data.features(pre)
     result = evaluate(model, x_test, data.y_test)
@@ -184,8 +199,7 @@ def majority_baseline(data: HospitalData) -> dict[str, float]:
 def local_only_baseline(data: HospitalData, pre: Preprocessor, initial: Weights, spec: ModelSpec,
                         cfg: TrainConfig, *, rounds: int, seed: int) -> dict[str, float]:
     """Train alone (same model, same total local steps as the federation) and evaluate locally."""
-    model = build_model(spec.name, pre.num_features, hidden=spec.hidden, layers=spec.layers,
-                        dropout=spec.dropout)
+    model = build_model(spec, pre.num_features)
     set_weights(model, initial)
     x_train, x_test = data.features(pre)
     loader = TensorBatches(x_train, data.y_train, cfg.batch_size,

@@ -1,4 +1,4 @@
-"""Models: logistic regression (default) and a small MLP, both emitting one logit per row."""
+"""Building a model of the registry (:mod:`fedheart.models`) and moving its weights in and out as numpy."""
 
 from __future__ import annotations
 
@@ -8,46 +8,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from fedheart.specs import MODELS
+from fedheart.models import resolve
+from fedheart.specs import ModelSpec
 
 
-class LogisticRegression(nn.Module):
-    """One linear layer; the logit of P(disease)."""
+def build_model(spec: ModelSpec | str, n_features: int, *, seed: int = 0) -> nn.Module:
+    """A freshly initialised model emitting one logit per row; the same seed gives the same weights.
 
-    def __init__(self, num_features: int) -> None:
-        super().__init__()
-        self.linear = nn.Linear(num_features, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear(x).squeeze(-1)
-
-
-class MLP(nn.Module):
-    """A small multi-layer perceptron with ReLU and dropout."""
-
-    def __init__(self, num_features: int, hidden: int = 32, layers: int = 1, dropout: float = 0.1) -> None:
-        super().__init__()
-        blocks: list[nn.Module] = []
-        width = num_features
-        for _ in range(layers):
-            blocks += [nn.Linear(width, hidden), nn.ReLU(), nn.Dropout(dropout)]
-            width = hidden
-        blocks.append(nn.Linear(width, 1))
-        self.net = nn.Sequential(*blocks)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x).squeeze(-1)
-
-
-def build_model(name: str, num_features: int, *, hidden: int = 32, layers: int = 1,
-                dropout: float = 0.1, seed: int = 0) -> nn.Module:
-    """A freshly initialised model; the same seed gives the same weights."""
+    ``spec`` may be a registered model's name alone: that model with its default parameters.
+    """
+    kind, params = resolve(ModelSpec(spec) if isinstance(spec, str) else spec)
     torch.manual_seed(seed)
-    if name == "logreg":
-        return LogisticRegression(num_features)
-    if name == "mlp":
-        return MLP(num_features, hidden=hidden, layers=layers, dropout=dropout)
-    raise ValueError(f"model.name must be one of {', '.join(MODELS)}, got {name!r}")
+    return kind.build(params, n_features)
 
 
 def get_weights(model: nn.Module) -> OrderedDict[str, np.ndarray]:

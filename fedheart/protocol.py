@@ -39,8 +39,7 @@ def task_settings(cfg: AppConfig, preprocessing: str = "", experiment: str = "")
         "partition-dir": cfg.data.partition_dir or "",
         "holdout": cfg.data.holdout or "",
         "seed": cfg.seed,
-        "model": json.dumps(asdict(ModelSpec(cfg.model.name, cfg.model.hidden, cfg.model.layers,
-                                             cfg.model.dropout))),
+        "model": json.dumps(cfg.model.to_dict()),
         "preprocessing": preprocessing,
         **(tracking_settings(cfg, experiment) if experiment else {}),
         **privacy_settings(cfg),
@@ -97,4 +96,4 @@ def parse_train(config: dict[str, Any]) -> TrainConfig:
 
 
 def parse_model(config: dict[str, Any]) -> ModelSpec:
-    return ModelSpec(**json.loads(str(config["model"])))
+    return ModelSpec.from_dict(json.loads(str(config["model"])))

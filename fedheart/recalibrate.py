@@ -1,11 +1,12 @@
 """Site recalibration: ``fedheart recalibrate RUN_DIR LOCAL.csv --out DIR``.
 
-A hospital that did not train the model refits the calibration intercept and slope
-(:func:`fedheart.calibration.logistic_recalibration`) on a small labelled sample of its own and
-gets a new model folder: the same weights, ``final_model.json`` with a ``recalibration`` entry
-(``sigmoid(a + b * logit(p))``, composed with any earlier one), and ``final_model.onnx`` with the
-recalibration in the graph. ``fedheart predict`` and ``fedheart export`` work on it. The source
-folder is never written to.
+A hospital that did not train the model refits the calibration intercept and slope on a small
+labelled sample of its own (:func:`fedheart.calibration.firth_recalibration`: Firth's penalised slope
+with the intercept refitted, FLIC, which neither overfits a sample with few events of one class nor
+fails on one the model separates perfectly) and gets a new model folder: the same weights,
+``final_model.json`` with a ``recalibration`` entry (``sigmoid(a + b * logit(p))``, composed with any
+earlier one), and ``final_model.onnx`` with the recalibration in the graph. ``fedheart predict`` and
+``fedheart export`` work on it. The source folder is never written to.
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fedheart.calibration import calibration_intercept, logistic_recalibration
+from fedheart.calibration import calibration_intercept, firth_recalibration
 from fedheart.predict import ModelError, SavedModel, load_model, load_weights, read_patients
 from fedheart.tables import DataFileError
+
+METHOD = "FLIC: Firth-penalised slope, maximum-likelihood intercept (Puhr et al., Stat Med 2017)"
 
 
 @dataclass(frozen=True)
@@ -36,7 +39,7 @@ class Recalibration:
     intercept_before: float  # calibration-in-the-large of the source model on the sample
 
     def to_dict(self, sample: Path, source: Path) -> dict[str, Any]:
-        return {"intercept": self.combined[0], "slope": self.combined[1],
+        return {"intercept": self.combined[0], "slope": self.combined[1], "method": METHOD,
                 "fitted-intercept": self.fitted[0], "fitted-slope": self.fitted[1],
                 "rows": self.rows, "events": self.events, "calibration-intercept-before": self.intercept_before,
                 "sample": str(sample), "sample-sha256": hashlib.sha256(sample.read_bytes()).hexdigest(),
@@ -48,12 +51,13 @@ def fit(model: SavedModel, sample: str | Path) -> Recalibration:
     table = read_patients(sample, model, labelled=True)
     labels = table.labels
     p = model.probabilities(table.frame)
-    a, b = logistic_recalibration(labels, p)
+    a, b = firth_recalibration(labels, p)
     events = int(labels.sum())
     if not (math.isfinite(a) and math.isfinite(b)):
         raise ModelError(f"{sample}: the intercept and slope cannot be fitted on these {len(labels)} rows "
-                         f"({events} with disease, {len(labels) - events} without): both classes are needed, "
-                         "and a sample the model separates perfectly has no finite slope")
+                         f"({events} with disease, {len(labels) - events} without): "
+                         + ("both classes are needed" if 0 in (events, len(labels) - events)
+                            else "the penalised fit did not converge"))
     a0, b0 = model.recalibration or (0.0, 1.0)  # logit(p) = a0 + b0 * z, so a + b * logit(p) composes
     return Recalibration((a, b), (a + b * a0, b * b0), len(labels), events, calibration_intercept(labels, p))
 

@@ -6,20 +6,40 @@ pandas and scikit-learn lets the ServerApp and a ClientApp process start without
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
-MODELS = ("logreg", "mlp")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """Which model to build (sent by the server)."""
+    """Which model to build (``cfg.model``, sent by the server): a model of :mod:`fedheart.models` and
+    that model's own parameters (``conf/model/<name>.yaml``; missing ones take the model's defaults)."""
 
     name: str = "logreg"
-    hidden: int = 32
-    layers: int = 1
-    dropout: float = 0.1
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def __hash__(self) -> int:  # a spec is a value (cached models, sets); its dict of parameters is not hashable
+        return hash(json.dumps(self.to_dict(), sort_keys=True, default=str))
+
+    def __getattr__(self, key: str) -> Any:  # only for names that are not attributes: say where they went
+        if key.startswith("_"):
+            raise AttributeError(key)
+        raise AttributeError(f"ModelSpec has no attribute {key!r}: the model's own parameters are in .params "
+                             f"({self.name}: {', '.join(self.params) or 'none'}); build it with "
+                             "fedheart.model.build_model(spec, n_features)")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The serialised spec (messages, checkpoints, ``final_model.json``): ``{"name": ..., <param>: ...}``."""
+        return {"name": self.name, **self.params}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ModelSpec:
+        rest = dict(data)
+        return cls(str(rest.pop("name", "logreg")), rest)
 
 
 @dataclass(frozen=True)

@@ -1,70 +1,36 @@
-"""Deploy the federation for real on this machine: TLS, authenticated SuperNodes, one per hospital.
-
-    python -m launcher.deploy [--rounds N] [--data-dir DIR] [--output-dir DIR] [--certs DIR]
-                              --policy FILE --state-root DIR [--launcher hospital|flower] [HYDRA_OVERRIDE ...]
-
-Generates a CA, a server certificate (SANs localhost, 127.0.0.1, ::1) and one EC P-384 key pair per
-hospital (launcher.certs; or, with ``--certs DIR``, uses that folder's material once checked: files
-present, certificates in date, server certificate signed by the CA); starts ``flower-superlink``
-with TLS and ``--enable-supernode-auth`` on 127.0.0.1, and in front of it the fleet proxy (nginx,
-launcher.proxy), which serves only the Fleet API and /health; registers each hospital's public key
-(``flwr supernode register``, on the SuperLink's loopback address: the Control API is never served by the
-proxy); starts one ``flower-supernode`` per hospital that dials the proxy, trusts only the project CA,
-signs in with its own key and reads only its own file (``--node-config "data-path='...'
-hospital='...'"``); then ``flwr run . <connection>`` (loopback again), streams progress, checks the
-real status with ``flwr ls`` and stops every process, also on Ctrl-C or failure. All processes listen
-on loopback on free ports. Exit code 0 only for
-``finished:completed`` (and, with ``--state-root``, every hospital's audit trail intact).
-
-With ``--policy FILE --state-root DIR`` every hospital's SuperNode also gets ``policy-path='FILE'``
-(its policy, checked here before anything starts) and ``state-dir='DIR/<hospital>'`` (its lifetime
-privacy ledger and audit trail, client_app/gate.py); the end of the output shows each hospital's
-``fedheart audit verify`` result and privacy budget.
-
-``--launcher hospital`` (the default): each SuperNode runs with ``--isolation process`` and, beside
-it, the hospital's launcher (``python -m launcher.hospital``, docs/security.md) on its loopback
-Runtime API, with the SuperNode's policy file and state folder and a SuperExec auth secret shared by
-the two: only apps whose bundle hash the policy lists in ``approved-apps`` run, each message in a
-child forked from a warm parent. The output names the hash of the app it submits
-(``launcher.fab.app_hash``) and warns about every policy that does not approve it. The launcher
-needs a policy: without ``--policy`` the command refuses to start (exit 2). ``--launcher flower``:
-Flower's stock SuperExec in each SuperNode (``--isolation subprocess``), which runs any app it is
-sent; without ``--policy`` the aggregator then decides every privacy setting, and the output says so.
-"""
+"""The local deployment: a TLS SuperLink behind the fleet proxy and one authenticated SuperNode per
+hospital (:class:`Deployment`). Its command line, ``python -m launcher.deploy``, is
+:mod:`launcher.deploy_cli` (what it starts, and why, is described there)."""
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import functools
-import signal
 import sys
-import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import IO, Any
 
-from fedheart.safeguard.policy import Policy, PolicyError, load_policy
-from launcher.certs import CertBundle, CertError, verify_material, write_bundle
-from launcher.fab import AppHashError, app_hash
+from fedheart.safeguard.policy import Policy
+from launcher.certs import CertBundle, verify_material, write_bundle
+from launcher.deploy_faults import DeploymentFaults
+from launcher.fab import app_hash
 from launcher.flower import (
     REPO_ROOT,
     FlowerError,
     SuperLink,
     SuperNode,
     TlsFiles,
-    list_supernodes,
     node_config_arg,
     register_supernode,
     submit_run,
     wait_for_nodes,
     wait_for_run,
-    wait_until,
 )
 from launcher.proxy import FleetProxy
-from launcher.safeguards import check_policy, safeguard_report
+from launcher.safeguards import check_policies, current_policies, safeguard_report
 from launcher.sidecar import LauncherProcess, superexec_secret
 
 COMPLETED = "finished:completed"
@@ -76,7 +42,7 @@ NEEDS_APPROVAL = ("--launcher hospital (the default) runs only the apps a hospit
                   "--state-root DIR, or --launcher flower for Flower's stock SuperExec, which runs any app")
 
 
-class Deployment:
+class Deployment(DeploymentFaults):
     """A TLS SuperLink with SuperNode authentication and one authenticated SuperNode per hospital.
 
     ``data_files`` maps a hospital key to the one file its SuperNode may read. The ServerApp writes
@@ -125,15 +91,10 @@ class Deployment:
         self.policies: dict[str, Path] = {}
         self.rules: dict[str, Policy] = {}
         if policy is not None:
-            files = policy if isinstance(policy, Mapping) else dict.fromkeys(self.data_files, policy)
-            missing = sorted(set(self.data_files) - set(files))
-            if missing:
-                raise FlowerError(f"no policy file for {', '.join(missing)}")
             if state_root is None:
                 raise FlowerError("a hospital policy needs a state folder for its ledger and audit trail "
                                   "(--state-root DIR)")
-            for name in self.data_files:
-                self.policies[name], self.rules[name] = check_policy(Path(files[name]))
+            self.policies, self.rules = check_policies(policy, list(self.data_files))
         self.state_root = Path(state_root).expanduser().resolve() if state_root is not None else None
         self.state_dirs = {name: self.state_root / name for name in self.data_files} if self.state_root else {}
         for folder in [*([self.state_root] if self.state_root else []), *self.state_dirs.values()]:
@@ -158,15 +119,8 @@ class Deployment:
 
     def unapproving(self) -> list[str]:
         """Hospitals whose policy file, as it is now, does not list :attr:`app_hash` in approved-apps."""
-        missing = []
-        for name, path in self.policies.items():
-            try:
-                approved = {h.lower() for h in load_policy(path).approved_apps}
-            except PolicyError:
-                approved = set()
-            if self.app_hash not in approved:
-                missing.append(name)
-        return missing
+        return [name for name, rules in current_policies(self.policies).items()
+                if rules is None or self.app_hash not in {h.lower() for h in rules.approved_apps}]
 
     def node_config(self, name: str) -> dict[str, str | int | float | bool]:
         """Hospital ``name``'s --node-config: its file and name, its policy file and state folder if any."""
@@ -180,11 +134,8 @@ class Deployment:
     def safeguards(self, run_id: str | None = None) -> tuple[list[str], bool]:
         """Each hospital's audit verification and budget lines (:func:`safeguard_report`), against the
         policy file as it is now (a SuperNode reads it for every message, so it may have changed)."""
-        rules = {}
-        for name, path in self.policies.items():
-            with contextlib.suppress(PolicyError):  # unreadable now: the budget line goes without a limit
-                rules[name] = load_policy(path)
-        return safeguard_report(self.state_dirs, run_id, rules)
+        rules = {name: r for name, r in current_policies(self.policies).items() if r is not None}
+        return safeguard_report(self.state_dirs, run_id, rules)  # unreadable now: a budget line without a limit
 
     def fleet_address(self, name: str) -> str:
         """host:port at which hospital ``name``'s SuperNode dials the fleet proxy."""
@@ -237,86 +188,6 @@ class Deployment:
                             timeout=timeout)
         return run_id, wait_for_run(self.link, run_id, timeout=timeout)
 
-    def wait_online(self, timeout: float = 180) -> None:
-        """Return once every hospital's SuperNode is online (e.g. after a fault); fail if one of them or
-        of their launchers has exited."""
-        if self.link is None:
-            raise FlowerError("start() the deployment first")
-        wait_for_nodes(self.link, list(self.node_ids.values()), list(self.nodes.values()), timeout)
-        for launcher in self.launchers.values():
-            launcher.check()
-
-    def clientapp_pids(self, name: str) -> list[int]:
-        """The processes running hospital ``name``'s ClientApp tasks now: its launcher's forked children,
-        or with ``launcher="flower"`` the ``flwr-clientapp`` processes under its SuperNode."""
-        if name in self.launchers:
-            return self.launchers[name].clientapp_pids()
-        return self.nodes[name].clientapp_pids()
-
-    def kill_node(self, name: str) -> None:
-        """SIGKILL hospital ``name``'s SuperNode with its launcher and ClientApps (a crashed machine)."""
-        if name in self.launchers:
-            self.launchers[name].kill()
-        self.nodes[name].kill()
-
-    def kill_launcher(self, name: str) -> list[int]:
-        """SIGKILL hospital ``name``'s launcher only (its SuperNode stays connected); returns the children
-        it had, which die with it."""
-        return self.launchers[name].kill(children=False)
-
-    def restart_launcher(self, name: str) -> LauncherProcess:
-        """Start hospital ``name``'s launcher again (killed first if it still runs), against its
-        SuperNode's current port; returns once started, not yet polling (``wait_ready``)."""
-        with self.place(name):
-            return self.launchers[name].restart()
-
-    def restart_node(self, name: str, timeout: float = 180) -> SuperNode:
-        """Start hospital ``name``'s SuperNode again after it died (e.g. ``nodes[name].kill()``): same
-        key, hence the same node id, and the same file. Returns once it is started, not yet online.
-
-        Flower 1.42 refuses to activate a node whose previous session the SuperLink still counts as
-        online (the new SuperNode exits with code 305, "Failed to activate SuperNode"); a dead node is
-        counted offline only once it has missed its heartbeats (HEARTBEAT_PATIENCE 2 x the 30 s
-        interval after its last one). So this first waits until ``flwr supernode list`` no longer
-        shows the node online (up to ~60 s after the crash).
-        """
-        if self.link is None:
-            raise FlowerError("start() the deployment first")
-        link, node_id = self.link, self.node_ids[name]
-
-        def old_session_over() -> bool:
-            return all(str(n["node-id"]) != node_id or n.get("status") != "online" for n in list_supernodes(link))
-
-        wait_until(old_session_over, timeout, f"the SuperLink counts {name}'s dead SuperNode offline",
-                   max_delay=4.0)  # each check is a `flwr supernode list` (~2 s CPU)
-        with self.place(name):
-            node = self.nodes[name].restart()
-            if name in self.launchers:  # the SuperNode listens on a new port: its launcher follows it
-                self.launchers[name].restart()
-        return node
-
-    def restart_superlink(self, timeout: float = 180) -> float:
-        """Start the SuperLink again after it died (e.g. ``link.kill()``), on its port, state database and
-        certificates (:meth:`SuperLink.restart`), touching no SuperNode, launcher or proxy: the SuperNodes
-        reconnect by themselves (Flower's retries, ``--max-wait-time``). Returns the seconds from the
-        restart until every SuperNode is online again (docs/reliability.md)."""
-        if self.link is None:
-            raise FlowerError("start() the deployment first")
-        started = time.monotonic()
-        self.link.restart(timeout)
-        self.wait_online(timeout)
-        return time.monotonic() - started
-
-    def ensure_running(self, timeout: float = 180) -> None:
-        """Restart every SuperNode (:meth:`restart_node`) or launcher that is not running; then
-        :meth:`wait_online`."""
-        for name, node in self.nodes.items():
-            if node.process is None or node.process.popen.poll() is not None:
-                self.restart_node(name, timeout)
-            elif name in self.launchers and not self.launchers[name].running:
-                self.restart_launcher(name)
-        self.wait_online(timeout)
-
     def run_dir(self, run_id: str, run_name: str | None = None) -> Path:
         """The run's output folder: ``output_dir/<run_name>``, by default the one named ``*-run<id>``."""
         if run_name:
@@ -352,134 +223,7 @@ class Deployment:
         self.stop()
 
 
-def hospital_files(overrides: Sequence[str], data_dir: Path | None = None) -> tuple[dict[str, Path], Any]:
-    """The configured hospitals' files: in ``data_dir`` if given, else found by fedheart.sources
-    ($FEDHEART_DATA_DIR, data.root, or a verified download). Also returns the configuration."""
-    from fedheart.config import load_config
-    from fedheart.schema import hospital
-    from fedheart.sources import DataNotFoundError, hospital_file
+if __name__ == "__main__":  # `python -m launcher.deploy`: the command line of launcher/deploy_cli.py
+    from launcher.deploy_cli import main
 
-    cfg = load_config(list(overrides))
-    if cfg.min_hospitals > len(cfg.data.hospitals):
-        raise FlowerError(f"min_hospitals={cfg.min_hospitals} but data.hospitals lists only "
-                          f"{len(cfg.data.hospitals)}: the run would wait forever; add min_hospitals="
-                          f"{len(cfg.data.hospitals)}")
-    if data_dir is None:
-        return {key: hospital_file(hospital(key), cfg.data.root, allow_download=cfg.data.download)
-                for key in cfg.data.hospitals}, cfg
-    files = {key: data_dir / hospital(key).filename for key in cfg.data.hospitals}
-    missing = [p.name for p in files.values() if not p.is_file()]
-    if missing:
-        raise DataNotFoundError(f"--data-dir {data_dir} lacks {', '.join(missing)}")
-    return files, cfg
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. strategy=fedprox train.lr=0.02")
-    parser.add_argument("--rounds", type=int, help="federated rounds (same as the override rounds=N)")
-    parser.add_argument("--data-dir", type=Path,
-                        help="folder holding the UCI processed.*.data files (default: $FEDHEART_DATA_DIR, "
-                             "data.root, else a verified download)")
-    parser.add_argument("--output-dir", type=Path,
-                        help="where the run folder goes (default: $FEDHEART_OUTPUT_DIR, else output.root)")
-    parser.add_argument("--workdir", type=Path, default=REPO_ROOT / ".fedheart" / "deploy",
-                        help="certificates, Flower state and process logs (a timestamped subfolder)")
-    parser.add_argument("--san", action="append", default=[], metavar="HOST",
-                        help="extra name/address for the server certificate (repeatable)")
-    parser.add_argument("--certs", type=Path,
-                        help="use this folder's certificates and keys (launcher.certs layout) instead of new ones; "
-                             "checked before any process starts")
-    parser.add_argument("--policy", type=Path, metavar="FILE",
-                        help="the hospitals' policy file (YAML, see docs/privacy.md): every SuperNode gets "
-                             "node-config policy-path=FILE; checked before any process starts; needs --state-root")
-    parser.add_argument("--state-root", type=Path, metavar="DIR",
-                        help="hospital state folders DIR/<hospital> (node-config state-dir): lifetime privacy "
-                             "ledger and audit trail, kept across runs")
-    parser.add_argument("--launcher", choices=LAUNCHERS, default="hospital",
-                        help="hospital (default): launcher.hospital beside each SuperNode runs only the apps its "
-                             "policy approves (approved-apps; needs --policy); flower: Flower's stock SuperExec, "
-                             "which runs any app")
-    args = parser.parse_args(argv)
-    overrides = list(args.overrides) + ([f"rounds={args.rounds}"] if args.rounds is not None else [])
-    try:
-        from fedheart.config import ConfigError
-        from fedheart.runs import output_root
-        from fedheart.sources import DataNotFoundError
-
-        if args.policy is not None:
-            check_policy(args.policy)  # first: a policy mistake is named before data and certificates are looked at
-        if args.policy is not None and args.state_root is None:
-            raise FlowerError("--policy needs --state-root DIR: each hospital keeps its lifetime privacy ledger and "
-                              "audit trail in DIR/<hospital>")
-        if args.launcher == "hospital" and args.policy is None:
-            raise FlowerError(NEEDS_APPROVAL)
-        files, cfg = hospital_files(overrides, args.data_dir.expanduser().resolve() if args.data_dir else None)
-        output_dir = args.output_dir.expanduser().resolve() if args.output_dir else output_root(cfg.output.root)
-        certs = verify_material(args.certs.expanduser().resolve(), list(files)) if args.certs else None
-        workdir = args.workdir / time.strftime("%Y%m%d-%H%M%S")
-        deployment = Deployment(workdir, files, output_dir, args.san, certs=certs.folder if certs else None,
-                                policy=args.policy, state_root=args.state_root, launcher=args.launcher)
-        fab_hash = deployment.app_hash  # the bundle `flwr run .` will send: what a hospital approves
-    except (ConfigError, DataNotFoundError, FlowerError, CertError, PolicyError, AppHashError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the processes too, like Ctrl-C
-    try:
-        print(f"Starting a TLS SuperLink and {len(files)} authenticated SuperNodes (state and logs: {workdir})")
-        for name, path in files.items():
-            print(f"  {name}: {path}")
-        print(f"App submitted: {REPO_ROOT} (bundle sha256 {fab_hash}: the hash a hospital lists in approved-apps)")
-        if deployment.launcher == "hospital":
-            print("Each SuperNode runs with launcher.hospital beside it: only approved apps run (docs/security.md)")
-            for name in deployment.unapproving():
-                print(f"warning: {name}'s policy {deployment.policies[name]} does not list {fab_hash} in "
-                      "approved-apps: its launcher will refuse the run", file=sys.stderr)
-        else:
-            print("Each SuperNode runs Flower's stock SuperExec (--launcher flower): any app submitted runs")
-        if deployment.policies:
-            print(f"Hospital policy: {', '.join(sorted(set(map(str, deployment.policies.values()))))}")
-        else:
-            print(NO_POLICY)
-        if deployment.state_root:
-            print(f"Hospital state (ledger, audit trail): {deployment.state_root}/<hospital>")
-        deployment.start()
-        assert deployment.link is not None
-        proxy = deployment.proxy.address if deployment.proxy else "-"
-        print(f"SuperLink {deployment.link.address} (loopback: operator and ServerApp), fleet proxy {proxy} "
-              f"(SuperNodes) with SuperNodes {', '.join(deployment.node_ids)} online")
-        run_id, record = deployment.run(overrides)
-    except (FlowerError, CertError) as exc:
-        print(f"error: {exc}\nlogs: {', '.join(map(str, deployment.logs()))}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted: SuperLink, SuperNodes and launchers stopped", file=sys.stderr)
-        return 130
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not leave processes behind
-        deployment.stop()
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-    status = record.get("status")
-    print(f"\nRun {run_id}: {status} in {float(record.get('elapsed') or 0):.0f}s")
-    print(f"Results: {deployment.run_dir(run_id, cfg.output.run_name)}")
-    print(f"Logs:    {workdir}")
-    intact = True
-    if deployment.state_dirs:
-        lines, intact = deployment.safeguards(run_id)
-        print(f"Hospital safeguards ({deployment.state_root}/<hospital>):")
-        print("\n".join(lines))
-    if status != COMPLETED:
-        print(f"error: the run did not complete: {record.get('status-details')}", file=sys.stderr)
-        return 1
-    if not intact:
-        print("error: a hospital's audit trail does not verify (see above)", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
     sys.exit(main())

@@ -25,7 +25,7 @@ from pathlib import Path
 from fedheart.safeguard.policy import PolicyError
 from launcher.deploy import NO_POLICY
 from launcher.flower import REPO_ROOT, FlowerError, SuperLink, submit_run, wait_for_run
-from launcher.safeguards import check_policy, safeguard_report
+from launcher.safeguards import check_policy, run_exit_code, safeguard_report
 
 ENV_POLICY = "FEDHEART_POLICY"  # the names client_app/gate.py reads (not imported: it pulls in Flower's ClientApp)
 ENV_STATE_ROOT = "FEDHEART_STATE_ROOT"
@@ -116,13 +116,7 @@ def main(argv: list[str] | None = None) -> int:
                                          dict.fromkeys(hospitals, rules) if rules else None)
         print(f"Hospital safeguards ({state_root}/<hospital>):")
         print("\n".join(lines) if lines else "  no hospital state written")
-    if status != "finished:completed":
-        print(f"error: the run did not complete: {record.get('status-details')}", file=sys.stderr)
-        return 1
-    if not intact:
-        print("error: a hospital's audit trail does not verify (see above)", file=sys.stderr)
-        return 1
-    return 0
+    return run_exit_code(record, intact)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from flwr.serverapp.strategy.strategy_utils import sample_nodes
 from fedheart import stats as fstats
 from fedheart.config import CENTRAL_MODES, AppConfig, to_yaml
 from fedheart.model import build_model, get_weights
+from fedheart.models import full_spec, same_model
 from fedheart.onnx_export import write_run_onnx
 from fedheart.preprocess import FLAMBY_COLUMNS, Preprocessor, flamby_preprocessor, project_preprocessor
 from fedheart.protocol import task_settings, train_settings
@@ -182,9 +183,7 @@ class Federation:
         return project_preprocessor(fstats.GlobalStats.from_json(self.preprocessing))
 
     def initial_weights(self) -> dict[str, np.ndarray]:
-        m = self.cfg.model
-        model = build_model(m.name, self.preprocessor().num_features, hidden=m.hidden, layers=m.layers,
-                            dropout=m.dropout, seed=self.cfg.seed)
+        model = build_model(self.cfg.model, self.preprocessor().num_features, seed=self.cfg.seed)
         return get_weights(model)
 
     # -- checkpoints --------------------------------------------------------------------------
@@ -199,7 +198,7 @@ class Federation:
             "strategy": self.cfg.strategy.name,
             "strategy_state": strategy_state,
             "preprocessing": self.preprocessing,
-            "model": self.cfg.model.name,
+            "model": full_spec(self.cfg.model).to_dict(),  # a name only in checkpoints made before fedheart.models
             "pipeline": self.cfg.data.pipeline,
             "federation": {str(k): v for k, v in self.history.federation.items()},
             "initial_weights": {k: torch.as_tensor(np.asarray(v)) for k, v in self.initial.items()},
@@ -207,11 +206,13 @@ class Federation:
 
     def _restore(self) -> dict[str, np.ndarray]:
         state = load_checkpoint(self.cfg.resume or "")
-        for key, want in (("strategy", self.cfg.strategy.name), ("model", self.cfg.model.name),
-                          ("pipeline", self.cfg.data.pipeline)):
+        for key, want in (("strategy", self.cfg.strategy.name), ("pipeline", self.cfg.data.pipeline)):
             if state.get(key) != want:
                 raise FederationError(f"resume: the checkpoint was made with {key}={state.get(key)!r}, "
                                       f"this run has {key}={want!r}; use the same configuration")
+        if not same_model(state.get("model"), self.cfg.model):
+            raise FederationError(f"resume: the checkpoint was made with model={state.get('model')!r}, "
+                                  f"this run has model={self.cfg.model.to_dict()!r}; use the same configuration")
         for attr, arrays in state.get("strategy_state", {}).items():
             setattr(self.strategy, attr, {k: v.numpy() for k, v in arrays.items()})
         self.preprocessing = state["preprocessing"] or self.preprocessing
@@ -389,7 +390,7 @@ class Federation:
                seconds: float) -> None:
         pre = self.preprocessor()
         self.run_dir.save_final_model(final, {
-            "model": self.cfg.model.name, "model_settings": dict(vars(self.cfg.model)),
+            "model": self.cfg.model.name, "model_settings": full_spec(self.cfg.model).to_dict(),
             "pipeline": self.cfg.data.pipeline, "features": pre.feature_names,
             "preprocessing": pre.to_dict() if self.cfg.data.pipeline == "project"
             else "per-hospital standardisation (FLamby): each hospital uses its own training mean/std",

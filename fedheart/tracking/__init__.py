@@ -28,7 +28,7 @@ from fedheart.tracking.local import LocalTracker
 from fedheart.tracking.names import AGGREGATOR, experiment_name, hospital_run_name
 
 if TYPE_CHECKING:
-    from fedheart.config import AppConfig
+    from fedheart.config_schema import AppConfig
 
 __all__ = ["BACKENDS", "NullTracker", "SafeTracker", "Tracker", "TrackingError", "aggregator_metrics",
            "aggregator_params", "aggregator_tracker", "experiment_for_run", "make_tracker", "track_hospital",

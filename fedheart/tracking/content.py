@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from fedheart.tracking.base import Param
 
 if TYPE_CHECKING:
-    from fedheart.config import AppConfig
+    from fedheart.config_schema import AppConfig
 
 TRAIN_METRICS = {"train-loss": "Training:Loss", "epsilon": "Privacy:Epsilon"}
 EVAL_METRICS = {"auc": "Validation:AUC", "accuracy": "Validation:Accuracy", "loss": "Validation:Loss"}

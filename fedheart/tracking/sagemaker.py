@@ -40,6 +40,35 @@ def _sdk() -> tuple[Any, Any]:
     return Run, Session
 
 
+class NoSearchClient:
+    """The SageMaker client for the SDK, without ``sagemaker:Search``.
+
+    Search has no resource-level permissions: a role allowed it reads every party's trial components
+    (parameters and metrics) in the account. The SDK's ``Run`` calls it only to ask whether its trial
+    component is already in its trial; this answers that question with ``ListTrialComponents``
+    filtered by the trial (summaries: names and times, never parameters or metrics) and refuses any
+    other search. Everything else goes to the wrapped boto client.
+    """
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def search(self, **kwargs: Any) -> dict[str, Any]:
+        filters = {f.get("Name"): f.get("Value") for f in kwargs.get("SearchExpression", {}).get("Filters", [])
+                   if f.get("Operator") == "Equals"}
+        if kwargs.get("Resource") != "ExperimentTrialComponent" or set(filters) != {"TrialComponentName",
+                                                                                      "Parents.TrialName"}:
+            raise TrackingError("sagemaker:Search is not used by this project (it would read every party's "
+                                f"records); refused a search of {kwargs.get('Resource')!r}")
+        name = filters["TrialComponentName"]
+        pages = self._client.get_paginator("list_trial_components").paginate(TrialName=filters["Parents.TrialName"])
+        found = any(s.get("TrialComponentName") == name for page in pages for s in page["TrialComponentSummaries"])
+        return {"Results": [{"TrialComponent": {"TrialComponentName": name}}] if found else []}
+
+
 def make_session(region: str | None = None, timeout: float = 5.0, max_attempts: int = 2,
                  boto_session: Any = None) -> Any:
     """A SageMaker SDK Session with telemetry off and fail-fast boto clients."""
@@ -53,7 +82,7 @@ def make_session(region: str | None = None, timeout: float = 5.0, max_attempts: 
     config = Config(connect_timeout=timeout, read_timeout=timeout,
                     retries={"total_max_attempts": max_attempts, "mode": "standard"})
     return Session(boto_session=boto, sagemaker_config=TELEMETRY_OFF,
-                   sagemaker_client=boto.client("sagemaker", config=config),
+                   sagemaker_client=NoSearchClient(boto.client("sagemaker", config=config)),
                    sagemaker_metrics_client=boto.client("sagemaker-metrics", config=config))
 
 

@@ -160,8 +160,13 @@ run "default_two_clients_internet_nlb" {
   }
 
   assert {
-    condition     = alltrue([for policy in values(output.sagemaker_policies) : alltrue([for s in jsondecode(policy).Statement : s.Resource != "*" || flatten([s.Action]) == ["sagemaker:Search"]])])
-    error_message = "Only Search (no resource-level permissions) may use Resource \"*\"."
+    condition     = alltrue([for policy in values(output.sagemaker_policies) : alltrue([for s in jsondecode(policy).Statement : s.Resource != "*" || flatten([s.Action]) == ["sagemaker:ListTrialComponents"]])])
+    error_message = "Only ListTrialComponents (no resource-level permissions, summaries only) may use Resource \"*\"; never Search."
+  }
+
+  assert {
+    condition     = alltrue([for policy in values(output.sagemaker_policies) : !contains(flatten([for s in jsondecode(policy).Statement : s.Action]), "sagemaker:Search")])
+    error_message = "No party may Search: it reads every party's parameters and metrics in the account."
   }
 
   assert {

@@ -38,7 +38,7 @@ class View:
 
     def __init__(self, work: Path, runs: Path, env: dict[str, str], superlink: str | None = None) -> None:
         self.port = free_port()
-        argv = [sys.executable, "-m", "fedheart.cli", "view", "--runs", str(runs), "--port", str(self.port)]
+        argv = [sys.executable, "-m", "fedheart_cli", "view", "--runs", str(runs), "--port", str(self.port)]
         argv += ["--superlink", superlink] if superlink else []
         self.process: Process = start_process("view", argv, {**os.environ, **env}, work / f"view-{self.port}.log")
         self.url = f"http://127.0.0.1:{self.port}"

@@ -169,7 +169,8 @@ def test_launcher_runs_from_an_app_image_that_installs_it(kustomize_render):
         image = container["image"].split("/", 1)[1].split(":")[0].removeprefix("fedheart/")
         assert image in APP_IMAGES, f"{overlay}: the launcher runs from {image}, which lacks the app's stack"
         sources = [
-            f for top in ("launcher", "fedheart") for f in (REPO / top).rglob("*.py") if "__pycache__" not in f.parts
+            f for top in ("launcher", "fedheart", "fedheart_cli") for f in (REPO / top).rglob("*.py")
+            if "__pycache__" not in f.parts
         ]
         assert sources
         for source in sources:

@@ -36,7 +36,7 @@ def global_preprocessor(tables: list[HospitalTable]) -> Preprocessor:
 
 
 def _fit(spec: ModelSpec, x: np.ndarray, y: np.ndarray, steps: int) -> torch.nn.Module:
-    model = build_model(spec.name, x.shape[1], hidden=spec.hidden, layers=spec.layers, dropout=spec.dropout)
+    model = build_model(spec, x.shape[1])
     train(model, TensorBatches(x, y, 32, seed=0), TrainConfig(lr=0.05), steps)
     return model
 
@@ -44,13 +44,13 @@ def _fit(spec: ModelSpec, x: np.ndarray, y: np.ndarray, steps: int) -> torch.nn.
 def _save(folder: Path, model: torch.nn.Module, spec: ModelSpec, pipeline: str, pre: Preprocessor,
           preprocessing: dict | str) -> Path:
     RunDir(folder).save_final_model(get_weights(model), {
-        "model": spec.name, "model_settings": dict(vars(spec)), "pipeline": pipeline, "features": pre.feature_names,
+        "model": spec.name, "model_settings": spec.to_dict(), "pipeline": pipeline, "features": pre.feature_names,
         "preprocessing": preprocessing, "rounds": 1, "strategy": "fedavg"})
     return folder
 
 
 LOGREG = ModelSpec()
-MLP = ModelSpec("mlp", hidden=16, layers=2, dropout=0.1)
+MLP = ModelSpec("mlp", {"hidden": 16, "layers": 2, "dropout": 0.1})
 
 
 def project_run(folder: Path, tables: list[HospitalTable], spec: ModelSpec = LOGREG, *, steps: int = 200,
@@ -95,7 +95,7 @@ def _flamby_model(paths: tuple[str, ...], spec: ModelSpec, steps: int) -> torch.
 
 def torch_probabilities(folder: Path, spec: ModelSpec, x: np.ndarray) -> np.ndarray:
     """The training code's way: final_model.pt into fedheart.model, fedheart.training.predict."""
-    model = build_model(spec.name, x.shape[1], hidden=spec.hidden, layers=spec.layers, dropout=spec.dropout)
+    model = build_model(spec, x.shape[1])
     state = torch.load(folder / "final_model.pt", weights_only=True)
     set_weights(model, {k: v.numpy() for k, v in state.items()})
     return predict(model, x).astype(np.float64)

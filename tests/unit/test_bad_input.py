@@ -6,7 +6,7 @@ refusal must exit non-zero, name the problem (the manifest's words), print no tr
 every input file byte-for-byte unchanged. Certificate material is made here, in tmp, by the case
 named in the manifest. The subprocesses run concurrently (one per core): each pays the imports.
 ``fedheart check-config`` cases run as a subprocess once per kind and in process for the rest
-(``fedheart.cli.main``, stdout/stderr captured): the same code path, without ~7 s of imports each.
+(``fedheart_cli.main.main``, stdout/stderr captured): the same code path, without ~7 s of imports each.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
-from fedheart.cli import main as fedheart_main
+from fedheart_cli.main import main as fedheart_main
 from launcher.certs import write_bundle
 from launcher.flower import REPO_ROOT
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from flwr.cli.build import build_fab_from_disk
 
-from fedheart.cli import main
+from fedheart_cli.main import main
 from launcher.flower import REPO_ROOT
 
 

@@ -26,11 +26,11 @@ from typing import Any
 import pytest
 import torch
 
-from fedheart import cli
 from fedheart.runs import CHECKPOINT, RunDir, load_checkpoint
 from fedheart.safeguard import audit
 from fedheart.safeguard.budget import BUDGET_DIR, BudgetBook
 from fedheart.safeguard.files import locked
+from fedheart_cli import main as cli
 
 CTX = mp.get_context("fork")  # no re-import of torch per child
 SPREAD = 24  # kill points spread evenly over a write, besides those next to its file operations

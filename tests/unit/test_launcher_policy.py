@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-import launcher.deploy as deploy
+import launcher.deploy_cli as deploy
 import launcher.simulate as simulate
 from fedheart.safeguard import audit
 from fedheart.safeguard.budget import BudgetBook

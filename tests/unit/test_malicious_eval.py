@@ -18,12 +18,12 @@ import pytest
 import yaml
 
 from fedheart import stats as fstats
-from fedheart.cli import main as fedheart
 from fedheart.hospital import load_hospital
 from fedheart.preprocess import Preprocessor
 from fedheart.safeguard import audit
 from fedheart.safeguard.budget import books
 from fedheart.schema import HOSPITALS
+from fedheart_cli.main import main as fedheart
 from server_app.federation import Federation
 from server_app.strategies import build_strategy
 from tests.unit.test_malicious_server import (

@@ -13,7 +13,7 @@ from sklearn.metrics import roc_auc_score
 
 from fedheart.histograms import auc_from_histograms, score_histograms
 from fedheart.model import build_model, get_weights, set_weights
-from fedheart.specs import TrainConfig
+from fedheart.specs import ModelSpec, TrainConfig
 from fedheart.training import (
     FunctionalOptimizer,
     TensorBatches,
@@ -82,10 +82,10 @@ def test_fedprox_term_keeps_weights_closer_to_the_global_model() -> None:
                          ids=["sgd-momentum", "adam", "adamw"])
 def test_functional_optimizer_updates_exactly_as_torch_optim(cfg: TrainConfig) -> None:
     x, y = separable()
-    initial = get_weights(build_model("mlp", 5, hidden=8, seed=2))
+    initial = get_weights(build_model(ModelSpec("mlp", {"hidden": 8}), 5, seed=2))
     trained = []
     for use_torch_optim in (False, True):
-        model = build_model("mlp", 5, hidden=8, seed=2)
+        model = build_model(ModelSpec("mlp", {"hidden": 8}), 5, seed=2)
         optimizer = make_optimizer(model, cfg) if use_torch_optim else None  # None: FunctionalOptimizer
         torch.manual_seed(7)  # the same dropout masks in both runs
         train(model, TensorBatches(x, y, 16, seed=3), cfg, steps=40, optimizer=optimizer)

@@ -11,12 +11,12 @@ import onnxruntime as ort
 import pandas as pd
 import pytest
 
-from fedheart.cli import main
 from fedheart.onnx_export import ONNX_FILE, export_onnx, write_run_onnx
 from fedheart.predict import ModelError, predict_file
 from fedheart.preprocess import flamby_complete
 from fedheart.schema import FEATURES, HOSPITALS
 from fedheart.tables import DataFileError
+from fedheart_cli.main import main
 from tests.unit.model_folders import LOGREG, MLP, features_matrix, flamby_run, project_run, uci_tables
 
 

@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fedheart.cli import main
 from fedheart.predict import load_model, predict_file
 from fedheart.preprocess import flamby_complete, flamby_preprocessor
 from fedheart.specs import ModelSpec
 from fedheart.tables import DataFileError
+from fedheart_cli.main import main
 from tests.unit.model_folders import (
     MLP,
     flamby_run,
@@ -193,7 +193,7 @@ def test_a_folder_without_a_model_is_explained(tmp_path: Path, data_dir: Path, c
 
 def test_the_command_needs_no_torch(tmp_path: Path, data_dir: Path, mlp_run: Path) -> None:
     """Importing torch alone takes about 1.5 s here; the numpy weights keep predict well under it."""
-    code = ("import sys; from fedheart.cli import main; code = main(sys.argv[1:]); "
+    code = ("import sys; from fedheart_cli.main import main; code = main(sys.argv[1:]); "
             "assert 'torch' not in sys.modules, 'torch imported'; sys.exit(code)")
     out = tmp_path / "o.csv"
     done = subprocess.run([sys.executable, "-c", code, "predict", str(mlp_run), str(data_dir / "processed.va.data"),

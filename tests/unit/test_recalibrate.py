@@ -12,10 +12,11 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
-from fedheart.cli import main
+from fedheart.calibration import logistic_recalibration
 from fedheart.onnx_export import ONNX_FILE
 from fedheart.predict import ModelError, load_model, predict_file
 from fedheart.recalibrate import recalibrate
+from fedheart_cli.main import main
 from tests.unit.model_folders import features_matrix, flamby_run, project_run, uci_tables, write_rows
 
 SAMPLE_ROWS = 150  # of Cleveland's 303: the site's calibration sample; the others judge the result
@@ -134,6 +135,27 @@ def test_a_sample_without_labels_or_with_one_class_is_refused(tmp_path: Path, ov
     assert "both classes are needed" in capsys.readouterr().err
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
     assert not list(tmp_path.glob(".*"))  # no staging folder left behind
+
+
+def test_a_sample_the_model_separates_is_recalibrated(tmp_path: Path, overconfident: Path, data_dir: Path,
+                                                     capsys: pytest.CaptureFixture) -> None:
+    """Few patients without disease, all scored below every diseased one (Switzerland-like): maximum
+    likelihood has no finite slope there; Firth's penalised fit (FLIC) has one."""
+    rows = (data_dir / "processed.cleveland.data").read_text().splitlines()
+    source = write_rows(tmp_path / "all.csv", rows)
+    p = predict_file(overconfident, source).probability
+    diseased = np.array([float(r.split(",")[13]) > 0 for r in rows])
+    healthy = np.flatnonzero(~diseased)[np.argsort(p[~diseased])[:3]]  # the 3 lowest-scored healthy patients
+    sick = np.flatnonzero(diseased & (p > p[healthy].max()))[:30]
+    labels = np.r_[np.zeros(len(healthy)), np.ones(len(sick))]
+    assert len(sick) == 30 and np.isnan(logistic_recalibration(labels, p[np.r_[healthy, sick]])[1])  # separated
+    sample = write_rows(tmp_path / "sample.csv", [rows[i] for i in np.r_[healthy, sick]])
+    out = tmp_path / "model"
+    assert main(["recalibrate", str(overconfident), str(sample), "--out", str(out)]) == 0
+    assert "fewer than 50 rows in one class" in capsys.readouterr().out
+    fitted = json.loads((out / "final_model.json").read_text())["recalibration"]
+    assert "FLIC" in fitted["method"] and 0 < fitted["fitted-slope"] < 50 and fitted["rows"] == 33
+    assert np.isfinite(predict_file(out, source).probability).all()
 
 
 def test_a_flamby_model_takes_the_sites_standardisation_along(tmp_path: Path, tables, data_dir: Path,

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
-from fedheart.cli import main as cli
 from fedheart.histograms import score_histograms
 from fedheart.report import FINAL_EVAL, write_report
 from fedheart.runs import RunDir, write_json
 from fedheart.summary import summary_table
+from fedheart_cli.main import main as cli
 
 HOSPITALS = ("cleveland", "va")
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from fedheart.cli import main as cli_main
 from fedheart.safeguard import audit
 from fedheart.safeguard.budget import BudgetBook
+from fedheart_cli.main import main as cli_main
 
 N = 6
 SHA = "c0" * 32

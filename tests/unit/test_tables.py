@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from fedheart.cli import main as cli_main
 from fedheart.schema import COLUMNS, HOSPITALS
 from fedheart.tables import DataFileError, read_table
+from fedheart_cli.main import main as cli_main
 
 GOOD = "63,1,1,145,233,1,2,150,0,2.3,3,0,6,0\n67,1,4,160,286,0,2,108,1,1.5,2,3,3,2\n"
 

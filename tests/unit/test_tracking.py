@@ -26,8 +26,9 @@ from fedheart.tracking import (
     tracking_settings,
 )
 from fedheart.tracking import _hospital_tracker as hospital_tracker_cache
+from fedheart.tracking.base import TrackingError
 from fedheart.tracking.local import LocalTracker
-from fedheart.tracking.sagemaker import SageMakerTracker
+from fedheart.tracking.sagemaker import SageMakerTracker, make_session
 from launcher.flower import free_port
 
 REGION = "eu-west-1"
@@ -258,6 +259,28 @@ def test_runs_of_one_hospital_in_two_processes_keep_every_value(aws_env: None, n
     assert steps(tc, "Validation:AUC") == pytest.approx({1: 0.7, 2: 0.8})
     assert params(tc) == {"hospital": "va", "train-rows": 130}
     assert set(sagemaker_backend().trials[f"Default-Run-Group-{EXPERIMENT}"].trial_components) == {tc}
+
+
+@mock_aws
+def test_no_party_needs_search_which_reads_every_partys_records(aws_env: None, no_telemetry: list,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """sagemaker:Search has no resource-level permissions, so no policy may need it (terraform/)."""
+    reject_duplicate_creates(monkeypatch)
+    session = boto3.Session(region_name=REGION)
+    calls: list[str] = []
+    session.events.register("before-call.sagemaker.*", lambda model, **_: calls.append(model.name))
+    for name in ("aggregator", "client-va", "client-va"):  # the second client-va: another process
+        tracker = SageMakerTracker(EXPERIMENT, name, boto_session=session)
+        for rnd in (1, 2):
+            tracker.log_metrics({"Training:Loss": 0.7 / rnd}, rnd)
+            tracker.flush()
+    assert "Search" not in calls
+    assert calls.count("AssociateTrialComponent") == 2  # each trial component joins its trial once
+    trial = sagemaker_backend().trials[f"Default-Run-Group-{EXPERIMENT}"]
+    assert sorted(trial.trial_components) == [f"{EXPERIMENT}-aggregator", f"{EXPERIMENT}-client-va"]
+    client = make_session(boto_session=session).sagemaker_client
+    with pytest.raises(TrackingError, match="Search is not used"):
+        client.search(Resource="ExperimentTrialComponent", SearchExpression={"Filters": []})
 
 
 @mock_aws

@@ -1,5 +1,5 @@
 # VPC interface endpoints for the AWS APIs a workload uses: the SageMaker API (experiments,
-# trials, trial components, Search), SageMaker Metrics (BatchPutMetrics) and STS (IRSA's
+# trials, trial components), SageMaker Metrics (BatchPutMetrics) and STS (IRSA's
 # AssumeRoleWithWebIdentity). With private DNS their usual host names resolve to addresses in this
 # VPC's private subnets, so the pods' NetworkPolicies admit HTTPS to the VPC only, never the internet.
 

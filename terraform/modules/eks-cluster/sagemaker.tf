@@ -4,9 +4,10 @@
 # and writes parameters and metrics. Writes, reads (Describe*) and tags of trial components are
 # limited to this party's own run name: a hospital cannot read or change another hospital's or the
 # aggregator's records. Experiments and trials are shared containers (no metrics): create and
-# describe only, never update. sagemaker:Search (the SDK checks the association with it) has no
-# resource-level permissions: it sees every record in the account, which is why the production
-# layout gives every party its own AWS account (docs/security.md).
+# describe only, never update. sagemaker:Search is not granted: it has no resource-level permissions and
+# returns every trial component's parameters and metrics in the account. The SDK's only search (is
+# this party's trial component in its trial yet?) is answered with ListTrialComponents filtered by
+# the trial (fedheart/tracking/sagemaker.py NoSearchClient), which lists names and times only.
 
 data "aws_caller_identity" "current" {}
 
@@ -44,10 +45,10 @@ locals {
         Resource = concat([local.sagemaker_containers[1]], local.sagemaker_own_components)
       },
       {
-        # No resource-level permissions exist for Search.
-        Sid      = "SearchForAssociation"
+        # No resource-level permissions exist for ListTrialComponents: summaries (names, times), no values.
+        Sid      = "ListTrialMembership"
         Effect   = "Allow"
-        Action   = ["sagemaker:Search"]
+        Action   = ["sagemaker:ListTrialComponents"]
         Resource = "*"
       },
     ]
