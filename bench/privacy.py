@@ -4,6 +4,7 @@
                             [--out bench/results/privacy] [--overrides "train.lr=0.1 ..."]
                             [--cost-clients 4,16] [--parts sweep,cost,audit,simulation] (also: policy)
                             [--policy-rows] [--policy-epsilons 1,3] [--policy-overrides "train.lr=0.2"]
+                            [--policy-jobs 2]
 
 Sweep: for every epsilon (record-level, per hospital, delta = 1e-5; ``inf`` = no DP) and seed,
 the federation of the four hospitals runs in this process with the very functions a ClientApp
@@ -51,16 +52,13 @@ from torch import nn
 
 from fedheart import stats as fstats
 from fedheart.config import AppConfig, load_config, train_config
-from fedheart.hospital import HospitalData, evaluate_round, load_hospital, train_round
+from fedheart.hospital import HospitalData, configured_hospitals, evaluate_round, train_round
 from fedheart.model import build_model, get_weights, set_weights
 from fedheart.preprocess import Preprocessor
 from fedheart.privacy import EPSILON, EXHAUSTED
 from fedheart.privacy.dpsgd import DPSettings
 from fedheart.privacy.ledger import Ledger
 from fedheart.privacy.stats_dp import pooled_noise_std
-from fedheart.schema import hospital
-from fedheart.sources import hospital_file
-from fedheart.specs import ModelSpec
 from fedheart.splits import Split
 from fedheart.summary import federation_metrics
 from fedheart.tables import HospitalTable
@@ -82,9 +80,7 @@ def fmt(pair: tuple[float, float], digits: int = 3) -> str:
 
 
 def load_hospitals(cfg: AppConfig) -> list[HospitalData]:
-    return [load_hospital(hospital_file(hospital(k), cfg.data.root), seed=cfg.data.split_seed,
-                          pipeline=cfg.data.pipeline, train_fraction=cfg.data.train_fraction, name=k)
-            for k in cfg.data.hospitals]
+    return list(configured_hospitals(cfg).values())
 
 
 def synthetic_clients(hospitals: list[HospitalData], count: int, seed: int) -> list[HospitalData]:
@@ -132,9 +128,8 @@ def federate(cfg: AppConfig, hospitals: list[HospitalData], dp: DPSettings | Non
     parts = [h.statistics(dp, ledgers[h.name]) for h in hospitals]
     noise = pooled_noise_std(dp.stats_noise_multiplier, len(parts), count=False) if dp is not None else 0.0
     pre = hospitals[0].preprocessor(fstats.GlobalStats.from_totals(fstats.combine(parts), noise_std=noise))
-    spec = ModelSpec(cfg.model.name, cfg.model.hidden, cfg.model.layers, cfg.model.dropout)
-    model = build_model(spec.name, pre.num_features, hidden=spec.hidden, layers=spec.layers,
-                        dropout=spec.dropout, seed=seed)
+    spec = cfg.model
+    model = build_model(spec, pre.num_features, seed=seed)
     weights = get_weights(model)
     tcfg = train_config(cfg)
     epsilons = {h.name: 0.0 for h in hospitals}
@@ -339,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--policy-overrides", default="", help="server train.* overrides for the policy rows")
     parser.add_argument("--policy-evaluation", default="dp", choices=("dp", "full"), help="the policy's evaluation")
     parser.add_argument("--policy-delta", type=float, default=1e-6, help="the policy's delta")
+    parser.add_argument("--policy-jobs", type=int, default=1, help="policy runs at a time (one process each)")
     parser.add_argument("--audit-epsilons", default="inf,8,1")
     parser.add_argument("--simulations", default=".", help="regex: the simulation modes (labels) to run")
     parser.add_argument("--audit-seeds", default="0,1")
@@ -377,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
         results["simulation"] = {k: results["simulation"][k] for k in SIMULATIONS if k in results["simulation"]}
     if "policy" in parts:
         pp, over = policy_module(), args.policy_overrides.split()
-        variant = {"evaluation": args.policy_evaluation, "delta": args.policy_delta}
+        variant = {"evaluation": args.policy_evaluation, "delta": args.policy_delta, "jobs": args.policy_jobs}
         results.pop("policy_seeds", None)  # each row holds its seeds
         results["policy"] = {**results.get("policy", {}), **pp.policy_rows(
             common, [float(e) for e in args.policy_epsilons.split(",") if e], seeds, over, mean_sd, **variant)}

@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import contextlib
 import math
+import multiprocessing
 import os
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +42,6 @@ from fedheart.privacy.ledger import Ledger, calibrate_noise  # noqa: E402
 from fedheart.safeguard.budget import books  # noqa: E402
 from fedheart.schema import FIELDS, hospital  # noqa: E402
 from fedheart.sources import hospital_file  # noqa: E402
-from fedheart.specs import ModelSpec  # noqa: E402
 from fedheart.stats import GlobalStats  # noqa: E402
 
 POLICY_DELTA = 1e-6
@@ -127,7 +128,7 @@ def policy_run(common: list[str], epsilon: float, seed: int, overrides: list[str
     seconds = time.perf_counter() - t0
     weights = {k: v.numpy() for k, v in torch.load(federation.run_dir.path / "final_model.pt").items()}
     stats = GlobalStats.from_json(federation.preprocessing)
-    spec = ModelSpec(cfg.model.name, cfg.model.hidden, cfg.model.layers, cfg.model.dropout)
+    spec = cfg.model
     per, ledgers = {}, {}
     for i, name in enumerate(names):  # the hospital's true test rows (its policy's split), without DP
         data = load_hospital(hospital_file(hospital(name), data_dir), seed=43, pipeline=cfg.data.pipeline,
@@ -193,17 +194,39 @@ def variant_label(overrides: list[str], evaluation: str = "dp", delta: float = P
     return " ".join(overrides) + (f" (policy {', '.join(policy)})" if policy else "")
 
 
+def training(common: list[str], overrides: list[str]) -> dict[str, Any]:
+    """The DP-SGD training the server asks for in a policy row (dp-sgd defaults plus ``overrides``)."""
+    cfg = load_config(["privacy=dp-sgd", "rounds=15", *common, *overrides])
+    t = cfg.train
+    return {"rounds": cfg.rounds, "batch_size": t.batch_size, "local_steps": t.local_steps,
+            "local_epochs": t.local_epochs, "lr": t.lr, "weight_decay": t.weight_decay,
+            "max_grad_norm": cfg.privacy.max_grad_norm}
+
+
+def training_label(train: dict[str, Any]) -> str:
+    """``B 32, 50 steps, lr 0.1, C 1``: batch, local steps, lr and clipping norm (what decides the model's noise)."""
+    steps = f"{train['local_epochs']} epochs" if train.get("local_epochs") else f"{train['local_steps']} steps"
+    decay = f", wd {train['weight_decay']:g}" if train.get("weight_decay") else ""
+    return f"B {train['batch_size']}, {steps}, lr {train['lr']:g}, C {train['max_grad_norm']:g}{decay}"
+
+
+def _one(args: tuple) -> dict[str, Any]:  # a worker process of policy_rows
+    torch.set_num_threads(1)
+    return policy_run(*args)
+
+
 def policy_rows(common: list[str], epsilons: list[float], seeds: list[int], overrides: list[str],
-                mean_sd: Any, evaluation: str = "dp", delta: float = POLICY_DELTA) -> dict[str, dict]:
-    """``{label: row}`` for every epsilon: the runs and mean ± sd over seeds."""
+                mean_sd: Any, evaluation: str = "dp", delta: float = POLICY_DELTA, jobs: int = 1) -> dict[str, dict]:
+    """``{label: row}`` for every epsilon: the runs and mean ± sd over seeds (``jobs`` runs at a time, each
+    in its own process: a run is single-threaded)."""
     label = variant_label(overrides, evaluation, delta).strip()
     rows = {}
-    with tempfile.TemporaryDirectory(prefix="fedheart-policy-bench-") as work:
+    with tempfile.TemporaryDirectory(prefix="fedheart-policy-bench-") as work, \
+            ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         for eps in epsilons:
-            runs = []
-            for seed in seeds:
-                run = policy_run(common, eps, seed, overrides, Path(work), evaluation, delta)
-                runs.append(run)
+            runs = list(pool.map(_one, [(common, eps, seed, overrides, Path(work), evaluation, delta)
+                                        for seed in seeds]))
+            for seed, run in zip(seeds, runs, strict=True):
                 costs = {k: round(v["costs"]["statistics+evaluations"], 3) for k, v in run["ledgers"].items()}
                 print(f"[privacy] policy epsilon {eps} seed {seed} {label}: mean acc "
                       f"{run['mean-accuracy']:.3f} pooled AUC {run['pooled-auc']:.3f} (server saw acc "
@@ -211,7 +234,7 @@ def policy_rows(common: list[str], epsilons: list[float], seeds: list[int], over
                       f"{costs} ({run['seconds']:.0f}s)", flush=True)
             key = f"{eps:g}" + (f" | {label}" if label else "") + (f" | seeds {seeds}" if seeds != [0, 1, 2] else "")
             rows[key] = {"epsilon-target": eps, "overrides": overrides, "evaluation": evaluation, "delta": delta,
-                         "label": label, "seeds": seeds, "runs": runs,
+                         "label": label, "seeds": seeds, "runs": runs, "train": training(common, overrides),
                          **{k: mean_sd([r[k] for r in runs]) for k in
                             ("mean-accuracy", "mean-auc", "pooled-auc", "server-mean-accuracy", "epsilon",
                              "seconds")},
@@ -255,13 +278,16 @@ def markdown(results: dict, fmt: Any) -> list[str]:
              "evaluation replies; 'ε spent' = largest over hospitals from their ledgers, 'stats + evals' = the "
              "part of it the statistics and the 15 evaluations cost; z = mean calibrated DP-SGD noise multiplier, "
              "z / B = mean noise on the averaged gradient in units of the clipping norm (B = noisy rows x "
-             "sampling rate; comparable across batch sizes).\n",
-             "| ε | server overrides (policy changes) | mean accuracy | mean AUC | pooled-test AUC | server saw acc. "
-             "| ε spent | stats + evals ε | z | z / B | s / run |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "sampling rate; comparable across batch sizes); 'DP-SGD training' = what the server asked (batch B, "
+             "local steps, lr, clipping norm C; 15 rounds), recorded with each row.\n",
+             "| ε | server overrides (policy changes) | DP-SGD training | mean accuracy | mean AUC | pooled-test AUC "
+             "| server saw acc. | ε spent | stats + evals ε | z | z / B | s / run |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows.values():
         over = row.get("label") or "dp-sgd defaults, strict policy"
         over += f", seeds {', '.join(map(str, row['seeds']))}" if row.get("seeds", [0, 1, 2]) != [0, 1, 2] else ""
-        lines.append(f"| {row['epsilon-target']:g} | {over} | {fmt(row['mean-accuracy'])} | {fmt(row['mean-auc'])} | "
+        lines.append(f"| {row['epsilon-target']:g} | {over} | {training_label(row['train'])} | "
+                     f"{fmt(row['mean-accuracy'])} | {fmt(row['mean-auc'])} | "
                      f"{fmt(row['pooled-auc'])} | {fmt(row['server-mean-accuracy'])} | {fmt(row['epsilon'])} | "
                      f"{fmt(row['stats-evals-epsilon'])} | {fmt(row['noise-multiplier'], 2)} | "
                      f"{fmt(mean_sd_of([gradient_noise(r) for r in row['runs']]), 2)} | "
@@ -269,7 +295,15 @@ def markdown(results: dict, fmt: Any) -> list[str]:
     groups: dict[tuple[float, str], list[dict]] = {}
     for row in rows.values():
         groups.setdefault((row["epsilon-target"], row.get("label") or "dp-sgd defaults, strict policy"), []).append(row)
+    if results.get("policy_provenance"):  # when and with which code the rows were measured
+        lines.append("\n" + results["policy_provenance"])
     for (eps, label), same in groups.items():
+        for row in same:  # a row over more seeds than 0, 1, 2: those three alone, as the other rows have them
+            first = [r for s, r in zip(row.get("seeds", [0, 1, 2]), row["runs"], strict=True) if s in (0, 1, 2)]
+            if len(first) == 3 and len(row["runs"]) > 3:
+                lines.append(f"\nε = {eps:g}, {label}, seeds 0, 1, 2 of its {len(row['runs'])}: mean accuracy "
+                             f"{fmt(mean_sd_of([r['mean-accuracy'] for r in first]))}, pooled-test AUC "
+                             f"{fmt(mean_sd_of([r['pooled-auc'] for r in first]))}.")
         if len(same) > 1:  # the same setting over several seed sets: all its runs together
             runs = [r for row in same for r in row["runs"]]
             lines.append(f"\nAll {len(runs)} runs of ε = {eps:g}, {label}: mean accuracy "
