@@ -82,14 +82,12 @@ def in_process(mode: str, clients: int, rounds: int, tag: str = "loop") -> dict[
     import client_app.app as client
     from launcher.loopback import LoopbackGrid
     from server_app.federation import Federation
-    from server_app.secagg import SecAggFederation
     from server_app.strategies import build_strategy
 
     cfg = load_config(overrides(mode, clients, rounds, f"{tag}-{mode}-{clients}"))
     grid = LoopbackGrid(client.app, [{"partition-id": i, "num-partitions": clients} for i in range(clients)])
-    kind = SecAggFederation if mode == "secagg" else Federation
     started, cpu_started = time.perf_counter(), time.process_time()
-    kind(cfg, grid, build_strategy(cfg), run_id=1).run()
+    Federation(cfg, grid, build_strategy(cfg), run_id=1).run()  # SecAgg+ or plain training: aggregation.mode
     seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     per = clients * rounds
 

@@ -32,11 +32,9 @@ def main(grid: Grid, context: Context) -> None:
     from fedheart.config import load_config
     from server_app.federation import Federation
     from server_app.polling import PromptGrid
-    from server_app.secagg import SecAggFederation
     from server_app.strategies import build_strategy
 
     setup_logging()
     cfg = load_config(str(context.run_config.get("overrides", "")))
     strategy = build_strategy(cfg)
-    federation = SecAggFederation if cfg.aggregation.mode == "secagg" else Federation
-    federation(cfg, PromptGrid(grid), strategy, run_id=context.run_id).run()
+    Federation(cfg, PromptGrid(grid), strategy, run_id=context.run_id).run()  # the training step: aggregation.mode

@@ -2,8 +2,8 @@
 
 Flower 1.42 has SecAgg+ only as a legacy workflow: ``SecAggPlusWorkflow`` on a ``LegacyContext``
 whose ``flwr.server.strategy`` strategy configures and aggregates ``FitIns``/``FitRes``. Here that
-workflow is the training step of the same :class:`Federation` (statistics, per-hospital metrics,
-checkpoints, resume, baselines and summary stay shared). The configured Message-API strategy,
+workflow is the training step (:class:`SecAggTraining`) of the same ``Federation`` (statistics,
+per-hospital metrics, checkpoints, resume, baselines and summary stay shared). The configured Message-API strategy,
 DP wrapper included, still decides what to send and aggregates: :class:`StrategyBridge` is the
 legacy face the workflow needs, and hands the strategy the securely summed update as every
 hospital's reply (the weighted mean of identical arrays is that sum).
@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
@@ -39,8 +39,11 @@ from flwr.serverapp.strategy import Strategy
 
 from fedheart.config import SECAGG_MODULUS, AppConfig
 from fedheart.secagg import UpdateSettings, check_capacity, quantization_tolerance
-from server_app.federation import Federation, FederationError
+from server_app.errors import FederationError
 from server_app.records import metrics_of
+
+if TYPE_CHECKING:
+    from server_app.federation import Federation
 
 log = logging.getLogger("fedheart.server")
 
@@ -186,11 +189,11 @@ class StrategyBridge(LegacyStrategy):
         return None
 
 
-class SecAggFederation(Federation):
-    """A federation whose training rounds run Flower's SecAgg+ (everything else as the plain one)."""
+class SecAggTraining:
+    """The training step of ``aggregation=secagg``: Flower's SecAgg+ workflow (the rest of the run as
+    the plain one: ``server_app.training``)."""
 
-    def __init__(self, cfg: AppConfig, grid: Grid, strategy: Strategy, run_id: int) -> None:
-        super().__init__(cfg, grid, strategy, run_id)
+    def __init__(self, cfg: AppConfig) -> None:
         a = cfg.aggregation
         self.workflow = ReportingSecAggPlus(
             a.num_shares, a.reconstruction_threshold, max_weight=a.max_weight, clipping_range=a.clipping_range,
@@ -198,44 +201,45 @@ class SecAggFederation(Federation):
             timeout=a.timeout or cfg.round_timeout)
         self.halted: HaltedRounds | None = None
 
-    def collect_statistics(self) -> None:
-        """Statistics as usual, then the SecAgg+ capacity check on the hospitals' training rows."""
-        super().collect_statistics()
-        a = self.cfg.aggregation
-        rows = {h.name: float(h.train_rows) for h in self.hospitals.values()}
-        by_rows = _weight_key(self.strategy) == "num-examples"  # else (e.g. equal DP weights) hospitals check
+    def after_statistics(self, federation: Federation) -> None:
+        """The SecAgg+ capacity check on the hospitals' training rows."""
+        a = federation.cfg.aggregation
+        rows = {h.name: float(h.train_rows) for h in federation.hospitals.values()}
+        by_rows = _weight_key(federation.strategy) == "num-examples"  # else (e.g. equal DP weights) hospitals check
         check_capacity(a, list(rows), rows if by_rows else None)
         bound = f"; quantisation error <= {quantization_tolerance(a, list(rows.values())):.2g}" if by_rows else ""
         log.info("SecAgg+ on: %d hospitals, %d shares, threshold %d%s", len(rows), a.num_shares,
                  a.reconstruction_threshold, bound)
 
-    def _train(self, server_round: int, arrays: Any, config: ConfigRecord) -> tuple[Any, list[dict]]:
+    def train(self, federation: Federation, server_round: int, arrays: Any,
+              config: ConfigRecord) -> tuple[Any, list[dict]]:
+        cfg, run_dir = federation.cfg, federation.run_dir
         if self.halted is None:  # counts rounds that halted before a resume, too
-            self.halted = HaltedRounds(self.cfg.aggregation.max_failed_rounds, [
-                int(r["round"]) for r in self.run_dir.read_metrics()
+            self.halted = HaltedRounds(cfg.aggregation.max_failed_rounds, [
+                int(r["round"]) for r in run_dir.read_metrics()
                 if r.get("phase") == "secagg" and r.get("status") == "halted"])
-        self.await_hospitals(server_round, "train")
+        federation.await_hospitals(server_round, "train")
         started = time.perf_counter()
-        a = self.cfg.aggregation
-        bridge = StrategyBridge(self.strategy, self.grid, self.run_id, arrays, config, a.clipping_range,
-                                a.max_weight)
-        base = Context(run_id=self.run_id, node_id=0, node_config={}, state=RecordDict(), run_config={})
-        context = LegacyContext(base, config=ServerConfig(num_rounds=self.cfg.rounds), strategy=bridge,
+        a = cfg.aggregation
+        bridge = StrategyBridge(federation.strategy, federation.grid, federation.run_id, arrays, config,
+                                a.clipping_range, a.max_weight)
+        base = Context(run_id=federation.run_id, node_id=0, node_config={}, state=RecordDict(), run_config={})
+        context = LegacyContext(base, config=ServerConfig(num_rounds=cfg.rounds), strategy=bridge,
                                 client_manager=SimpleClientManager())
         context.state.config_records[MAIN_CONFIGS_RECORD] = ConfigRecord({WorkflowKey.CURRENT_ROUND: server_round})
         context.state.array_records[MAIN_PARAMS_RECORD] = arrays
-        self.workflow(self.grid, context)
+        self.workflow(federation.grid, context)
         outcome = self.workflow.outcome
         assert outcome is not None
         row = {"round": server_round, "phase": "secagg", "hospital": "all",
                "seconds": time.perf_counter() - started, **outcome.row()}
         if not outcome.completed or bridge.replies is None:
-            self.run_dir.append_metrics([row])
+            run_dir.append_metrics([row])
             self.halted.record(server_round, outcome)
             return arrays, []
         key = bridge.settings.weight_key
         weights = [float(metrics_of(r.content)[key]) for r in bridge.replies if not r.has_error()]
         if weights:
             row["error-bound"] = quantization_tolerance(a, weights)  # largest quantisation error per value
-        self.run_dir.append_metrics([row])
-        return self._aggregate_train(server_round, arrays, bridge.replies)
+        run_dir.append_metrics([row])
+        return federation.aggregate_train(server_round, arrays, bridge.replies)

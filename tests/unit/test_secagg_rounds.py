@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message
+from flwr.app import ArrayRecord, Context, Message
 from flwr.clientapp import ClientApp
 from flwr.clientapp.mod import fixedclipping_mod
 from flwr.serverapp.strategy import DifferentialPrivacyClientSideFixedClipping, Strategy
@@ -20,12 +20,10 @@ from flwr.serverapp.strategy import DifferentialPrivacyClientSideFixedClipping, 
 import client_app.app as client
 from client_app.secagg import FITINS_CONFIG, secaggplus_train_mod
 from fedheart.config import AppConfig, load_config
-from fedheart.protocol import task_settings, train_settings
 from fedheart.secagg import quantization_tolerance
 from launcher.loopback import FailWhen, LoopbackGrid
 from server_app.federation import Federation, FederationError
-from server_app.records import from_arrays, to_arrays
-from server_app.secagg import SecAggFederation
+from server_app.records import from_arrays
 from server_app.strategies import build_strategy
 
 
@@ -52,18 +50,15 @@ def at_masking_stage(*nodes: int) -> FailWhen:
     return lambda node, msg: node in nodes and FITINS_CONFIG in msg.content.config_records
 
 
-def start(kind: type[Federation], overrides: str, fail: FailWhen | None = None, app: ClientApp = client.app,
-          wrap: Callable[[Strategy], Strategy] | None = None
-          ) -> tuple[Federation, RecordingGrid, ArrayRecord, ConfigRecord]:
-    """A federation of the four hospitals after its statistics step; initial arrays, train config."""
+def start(overrides: str, fail: FailWhen | None = None, app: ClientApp = client.app,
+          wrap: Callable[[Strategy], Strategy] | None = None) -> tuple[Federation, RecordingGrid, ArrayRecord]:
+    """A federation of the four hospitals after its start (statistics, initial model); its initial arrays.
+    ``aggregation=secagg`` in the overrides makes its training step SecAgg+."""
     cfg: AppConfig = load_config(f"{overrides} train.local_steps=5")  # few steps: fast, still a real update
     grid = RecordingGrid(app, [{"partition-id": i, "num-partitions": 4} for i in range(4)], fail=fail)
     strategy = build_strategy(cfg)
-    federation = kind(cfg, grid, wrap(strategy) if wrap else strategy, run_id=1)
-    federation.collect_statistics()
-    federation.initial = federation.initial_weights()
-    config = ConfigRecord({**task_settings(cfg, federation.preprocessing), **train_settings(cfg)})
-    return federation, grid, to_arrays(federation.initial), config
+    federation = Federation(cfg, grid, wrap(strategy) if wrap else strategy, run_id=1)
+    return federation, grid, federation.start()
 
 
 def max_diff(a: ArrayRecord, b: ArrayRecord) -> float:
@@ -77,11 +72,13 @@ def tolerance(federation: Federation, names: set[str]) -> float:
 
 
 def test_secagg_round_equals_plain_fedavg_within_quantization_tolerance() -> None:
-    plain, _, arrays, config = start(Federation, "rounds=2")
-    expected, plain_rows = plain._train(1, arrays, ConfigRecord(dict(config)))
-    secure, grid, arrays2, config2 = start(SecAggFederation, "rounds=2 aggregation=secagg")
+    plain, _, arrays = start("rounds=2")
+    first = plain.run_round(1, arrays)
+    expected, plain_rows = first.arrays, first.train_rows
+    secure, grid, arrays2 = start("rounds=2 aggregation=secagg")
     assert max_diff(arrays, arrays2) == 0.0  # same seed, same initial model
-    got, rows = secure._train(1, arrays2, ConfigRecord(dict(config2)))
+    result = secure.run_round(1, arrays2)
+    got, rows = result.arrays, result.train_rows
 
     tol = tolerance(secure, {"cleveland", "hungarian", "switzerland", "va"})
     assert 0.0 < max_diff(got, expected) <= tol  # quantised (not the plain path), within the bound
@@ -104,8 +101,8 @@ def test_train_metrics_of_a_dp_mod_reach_the_server_under_secagg() -> None:
     app = ClientApp()
     app.train(mods=[secaggplus_train_mod, add_epsilon])(client.train)
     app.query("stats")(client.statistics)
-    secure, _, arrays, config = start(SecAggFederation, "rounds=2 aggregation=secagg", app=app)
-    _, rows = secure._train(1, arrays, config)
+    secure, _, arrays = start("rounds=2 aggregation=secagg", app=app)
+    rows = secure.run_round(1, arrays).train_rows
     assert [r["epsilon"] for r in rows] == [0.25] * 4
 
 
@@ -119,10 +116,10 @@ def test_client_side_clipping_dp_works_behind_secagg() -> None:
         return DifferentialPrivacyClientSideFixedClipping(strategy, noise_multiplier=0.0, clipping_norm=0.01,
                                                           num_sampled_clients=4)
 
-    plain, _, arrays, config = start(Federation, "rounds=2", app=app, wrap=dp)
-    expected, _ = plain._train(1, arrays, ConfigRecord(dict(config)))
-    secure, _, arrays, config = start(SecAggFederation, "rounds=2 aggregation=secagg", app=app, wrap=dp)
-    got, _ = secure._train(1, arrays, ConfigRecord(dict(config)))
+    plain, _, arrays = start("rounds=2", app=app, wrap=dp)
+    expected = plain.run_round(1, arrays).arrays
+    secure, _, arrays = start("rounds=2 aggregation=secagg", app=app, wrap=dp)
+    got = secure.run_round(1, arrays).arrays
     tol = tolerance(secure, {"cleveland", "hungarian", "switzerland", "va"})
     assert max_diff(got, expected) <= tol
     step = {k: v - from_arrays(arrays)[k] for k, v in from_arrays(expected).items()}
@@ -131,11 +128,11 @@ def test_client_side_clipping_dp_works_behind_secagg() -> None:
 
 
 def test_one_dropout_is_recovered_and_equals_fedavg_of_the_others() -> None:
-    plain, _, arrays, config = start(Federation, "rounds=2",
-                                     fail=lambda node, msg: node == 4 and msg.metadata.message_type == "train")
-    expected, _ = plain._train(1, arrays, ConfigRecord(dict(config)))
-    secure, _, arrays, config = start(SecAggFederation, "rounds=2 aggregation=secagg", fail=at_masking_stage(4))
-    got, rows = secure._train(1, arrays, config)
+    plain, _, arrays = start("rounds=2", fail=lambda node, msg: node == 4 and msg.metadata.message_type == "train")
+    expected = plain.run_round(1, arrays).arrays
+    secure, _, arrays = start("rounds=2 aggregation=secagg", fail=at_masking_stage(4))
+    result = secure.run_round(1, arrays)
+    got, rows = result.arrays, result.train_rows
     contributors = {r["hospital"] for r in rows}
     assert len(contributors) == 3
     assert max_diff(got, expected) <= tolerance(secure, contributors)
@@ -144,25 +141,26 @@ def test_one_dropout_is_recovered_and_equals_fedavg_of_the_others() -> None:
 
 
 def test_a_halted_round_is_logged_as_failed_and_fails_the_run_past_the_limit() -> None:
-    secure, _, arrays, config = start(SecAggFederation, "rounds=3 aggregation=secagg aggregation.max_failed_rounds=1",
-                                      fail=at_masking_stage(3, 4))
-    same, rows = secure._train(1, arrays, ConfigRecord(dict(config)))  # 2 of 4 left < threshold 3: halts
+    secure, _, arrays = start("rounds=3 aggregation=secagg aggregation.max_failed_rounds=1",
+                              fail=at_masking_stage(3, 4))
+    result = secure.run_round(1, arrays)  # 2 of 4 left < threshold 3: halts
+    same, rows = result.arrays, result.train_rows
     assert rows == [] and max_diff(same, arrays) == 0.0  # model unchanged, nothing aggregated
     [row] = [r for r in secure.run_dir.read_metrics() if r["phase"] == "secagg"]
     assert (row["status"], row["stage"], row["active"]) == ("halted", "collect_masked_vectors", 2)
     with pytest.raises(FederationError, match=r"aggregation.max_failed_rounds=1.*round 2: SecAgg\+ halted"):
-        secure._train(2, arrays, ConfigRecord(dict(config)))
+        secure.run_round(2, arrays)
 
 
 def test_a_resumed_run_counts_rounds_that_halted_before() -> None:
-    secure, _, arrays, config = start(SecAggFederation, "rounds=3 aggregation=secagg aggregation.max_failed_rounds=1",
-                                      fail=at_masking_stage(3, 4))
+    secure, _, arrays = start("rounds=3 aggregation=secagg aggregation.max_failed_rounds=1",
+                              fail=at_masking_stage(3, 4))
     secure.run_dir.append_metrics([{"round": 1, "phase": "secagg", "hospital": "all", "status": "halted"}])
     with pytest.raises(FederationError, match=r"2 round\(s\) \[1, 2\]"):
-        secure._train(2, arrays, config)
+        secure.run_round(2, arrays)
 
 
 def test_a_hospital_refuses_an_update_secagg_would_clip() -> None:
-    secure, _, arrays, config = start(SecAggFederation, "rounds=2 aggregation=secagg aggregation.clipping_range=0.01")
+    secure, _, arrays = start("rounds=2 aggregation=secagg aggregation.clipping_range=0.01")
     with pytest.raises(FederationError, match=r"collect_masked_vectors.*aggregation.clipping_range=0.01"):
-        secure._train(1, arrays, config)
+        secure.run_round(1, arrays)

@@ -1,0 +1,5 @@
+"""The server's own error: the run cannot go on."""
+
+
+class FederationError(RuntimeError):
+    """The run cannot go on; the message says why."""
