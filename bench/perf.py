@@ -373,23 +373,17 @@ def message_bytes(overrides: list[str]) -> dict[str, int]:
 
     from fedheart import stats as fstats
     from fedheart.config import load_config
-    from fedheart.hospital import evaluate_round, load_hospital, train_round
+    from fedheart.hospital import configured_hospitals, evaluate_round, train_round
     from fedheart.model import build_model, get_weights
     from fedheart.protocol import parse_train, task_settings, train_settings
-    from fedheart.schema import hospital
-    from fedheart.sources import hospital_file
-    from fedheart.specs import ModelSpec
     from server_app.records import config_record, to_arrays
 
     cfg = load_config(overrides)
-    data = [load_hospital(hospital_file(hospital(k), str(DEFAULT_DATA)), seed=cfg.data.split_seed,
-                          pipeline=cfg.data.pipeline, train_fraction=cfg.data.train_fraction, name=k)
-            for k in cfg.data.hospitals]
+    data = list(configured_hospitals(cfg, root=DEFAULT_DATA).values())
     stats = fstats.GlobalStats.from_totals(fstats.combine([d.statistics() for d in data]))
     pre = data[0].preprocessor(stats)
-    m = cfg.model
-    spec = ModelSpec(m.name, m.hidden, m.layers, m.dropout)
-    weights = get_weights(build_model(m.name, pre.num_features, hidden=m.hidden, layers=m.layers, seed=cfg.seed))
+    spec = cfg.model
+    weights = get_weights(build_model(spec, pre.num_features, seed=cfg.seed))
     task = task_settings(cfg, stats.to_json())
     train_cfg = {**task, **train_settings(cfg)}
     new, train_metrics = train_round(data[0], pre, weights, spec, parse_train(train_cfg), seed=0, server_round=1)

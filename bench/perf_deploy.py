@@ -35,7 +35,8 @@ from typing import Any
 from bench.deploy_probe import Probe
 from bench.deploy_report import analyse, markdown
 from launcher.certs import write_bundle
-from launcher.deploy import Deployment, hospital_files
+from launcher.deploy import Deployment
+from launcher.deploy_cli import hospital_files
 from launcher.fab import app_hash, fab_bytes
 from launcher.flower import REPO_ROOT, submit_run, wait_for_run
 

@@ -25,15 +25,21 @@ SuperExec it asks that Runtime API for the next ClientApp task (``AcquireTask``,
   approved task. The child reseeds Python's ``random``, numpy's global generator and torch's from
   ``os.urandom`` (a fork copies the parent's generator state), then calls Flower's own
   ``run_clientapp`` with the task's token: it pulls the input, installs the bundle, loads and runs
-  the ClientApp, pushes the reply and the task's status, exactly as ``flwr-clientapp`` would. Once
+  the ClientApp, pushes the reply and the task's status, exactly as ``flwr-clientapp`` would, with
+  two changes (:mod:`.bundles`): the bundle, which must hash to the approved ``fab_hash``, is
+  installed once per hash and re-checked file by file for every task, and message parts the
+  SuperNode is still fetching are asked for again after 0.05 s instead of Flower's 1 s. Once
   it holds the message it logs ``task T of run R: child PID runs its TYPE message (node N)``
   (:data:`RUNNING`). The parent never holds a module of the app itself (``fedheart``,
   ``client_app``, ``server_app``): Flower's loader would serve those from ``sys.modules`` instead of
-  the bundle's. It does no torch operation and starts no thread before forking.
+  the bundle's. It does no torch operation and starts no thread before forking; once preloaded it
+  freezes its heap (``gc.freeze``), so that a child's garbage collections skip the parent's objects
+  instead of copying their pages.
 - **Private app folder.** Bundles are installed under this launcher's own ``FLWR_HOME`` (a fresh
   folder of mode 0700 unless ``--flwr-home`` names one): Flower reuses an installed folder named by
   the first 8 hex digits of the hash without checking it, so a shared ``~/.flwr`` could hold
-  another bundle's files under an approved name. Only approved bundles are ever installed here.
+  another bundle's files under an approved name. Only approved bundles are ever installed here, and
+  a folder is used only while its files match the record made when it was installed.
 - **Processes** (:mod:`.loop`). Children are reaped as they end; each runs in its own process group
   and is SIGKILLed by the kernel if this launcher dies (Linux ``PR_SET_PDEATHSIG``; elsewhere
   Flower's ``--parent-pid`` watch): the SuperNode then answers its message with Flower's
@@ -60,6 +66,7 @@ from launcher.hospital.warm import (
     die_with_parent,
     forget_app_modules,
     fork_child,
+    freeze_heap,
     preload,
     reseed,
     run_child,
@@ -88,6 +95,7 @@ __all__ = [
     "die_with_parent",
     "forget_app_modules",
     "fork_child",
+    "freeze_heap",
     "hospital_safeguards",
     "main",
     "preload",

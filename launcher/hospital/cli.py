@@ -16,7 +16,7 @@ from typing import Any
 from launcher.hospital.approval import hospital_safeguards
 from launcher.hospital.errors import EXIT_CONFIG, EXIT_STOPPED, LauncherError, Stop
 from launcher.hospital.loop import HospitalLauncher
-from launcher.hospital.warm import DEFAULT_PRELOAD, preload
+from launcher.hospital.warm import DEFAULT_PRELOAD, freeze_heap, preload
 
 log = logging.getLogger("fedheart.launcher.hospital")
 DESCRIPTION = "The hospital's launcher: runs only approved apps, each message in a child forked from a warm parent."
@@ -85,8 +85,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         modules = [m.strip() for m in args.preload.split(",") if m.strip() and args.preload.strip().lower() != "none"]
         started = time.monotonic()
         loaded = preload(modules)
-        log.info("warm parent ready: %d modules preloaded in %.1fs, FLWR_HOME %s", len(loaded),
-                 time.monotonic() - started, home)
+        frozen = freeze_heap()
+        log.info("warm parent ready: %d modules preloaded in %.1fs (%d objects frozen), FLWR_HOME %s", len(loaded),
+                 time.monotonic() - started, frozen, home)
         launcher = HospitalLauncher(args.runtime_api_address, policy_path, state_dir, insecure=args.insecure,
                                     root_certificates=certificates, superexec_auth_secret=secret,
                                     poll_interval=args.poll_interval, patience=args.patience, grace=args.grace,

@@ -146,7 +146,7 @@ class HospitalLauncher:
             return
         log.info("task %d of run %d: app %s approved, forking", task.task_id, task.run_id, approval.fab_hash)
         try:
-            pid = self.fork(token, task)
+            pid = self.fork(token, task, approval.fab_hash)
         except OSError as exc:
             log.error("task %d of run %d: cannot fork: %s", task.task_id, task.run_id, exc)
             self.reply_error(task, token, approval.fab_hash, "the hospital's launcher could not start the task",
@@ -173,10 +173,11 @@ class HospitalLauncher:
             log.error("audit trail in %s not written: %s", self.state_dir, exc)
 
     # running ----------------------------------------------------------------------------------
-    def fork(self, token: str, task: Any = None) -> int:
-        """Fork one child for an approved task (:func:`launcher.hospital.warm.fork_child`); its pid."""
+    def fork(self, token: str, task: Any = None, fab_hash: str = "") -> int:
+        """Fork one child for a task of the approved app ``fab_hash``
+        (:func:`launcher.hospital.warm.fork_child`); its pid."""
         return fork_child(self.runtime_api_address, token, self.insecure, self.root_certificates,
-                          int(getattr(task, "task_id", 0)), int(getattr(task, "run_id", 0)))
+                          int(getattr(task, "task_id", 0)), int(getattr(task, "run_id", 0)), fab_hash)
 
     def reap(self) -> None:
         """Collect every child that has ended (no zombie is left)."""

@@ -20,7 +20,10 @@ FLOWER_SYMBOLS: dict[str, tuple[str, ...]] = {
     "flwr.supercore.interceptors": ("RuntimeTokenHttpInterceptor", "RuntimeVersionHttpInterceptor",
                                     "SuperExecAuthHttpInterceptor"),
     "flwr.supernode.runtime.run_clientapp": ("run_clientapp", "pull_task_input", "push_message",
-                                             "push_task_output"),
+                                             "push_task_output", "install_from_fab",
+                                             "pull_and_inflate_object_from_tree"),
+    "flwr.cli.install": ("install_from_fab",),
+    "flwr.supercore.utils": ("get_flwr_home",),
 }
 ACQUIRE_TASK_METHOD = "/flwr.proto.Runtime/AcquireTask"  # what the SuperNode's SuperExec auth protects
 

@@ -4,6 +4,7 @@ child is forked for one approved task, and what the child does before Flower's `
 from __future__ import annotations
 
 import contextlib
+import gc
 import importlib
 import logging
 import os
@@ -14,6 +15,7 @@ import threading
 import traceback
 from collections.abc import Sequence
 
+from launcher.hospital.bundles import install_once, quicken_object_pulls
 from launcher.hospital.errors import LauncherError
 
 log = logging.getLogger("fedheart.launcher.hospital")
@@ -77,6 +79,17 @@ def _import_all(modules: Sequence[str], done: list[str]) -> None:
         done.append(name)
 
 
+def freeze_heap() -> int:
+    """Collect, then move every object the warm parent holds now into the collector's permanent
+    generation (``gc.freeze``); returns how many. A forked child's collections then skip the ~400k
+    objects of the preloaded stack: without it, a full collection in a child reads all of them,
+    writing their headers, and so copies ~100 MiB of the parent's pages (measured here, a child that
+    allocates 200k objects and collects twice: 0.64-0.73 s against 0.05 s)."""
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
+
+
 def reseed() -> None:
     """Fresh seeds from the OS for Python's ``random``, numpy's global generator and torch's default
     one (each only if imported): a forked child starts with a copy of its parent's state."""
@@ -91,7 +104,7 @@ def reseed() -> None:
 
 # -- forking --------------------------------------------------------------------------------------
 def fork_child(runtime_api_address: str, token: str, insecure: bool, certificates: bytes | None,
-               task_id: int = 0, run_id: int = 0) -> int:
+               task_id: int = 0, run_id: int = 0, fab_hash: str = "") -> int:
     """Fork one child for an approved task; returns its pid (the child never returns)."""
     if threading.active_count() != 1:
         raise OSError(f"the warm parent runs {threading.active_count()} threads: forking it is not safe")
@@ -109,7 +122,7 @@ def fork_child(runtime_api_address: str, token: str, insecure: bool, certificate
         return pid
     code = 1
     try:
-        code = run_child(runtime_api_address, token, insecure, certificates, parent, task_id, run_id)
+        code = run_child(runtime_api_address, token, insecure, certificates, parent, task_id, run_id, fab_hash)
     except SystemExit as exc:  # flwr_exit: 0 for a completed task, 1 otherwise
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except BaseException:
@@ -147,10 +160,12 @@ def die_with_parent(parent_pid: int) -> bool:
 
 
 def run_child(runtime_api_address: str, token: str, insecure: bool, certificates: bytes | None,
-              parent_pid: int, task_id: int = 0, run_id: int = 0) -> int:
+              parent_pid: int, task_id: int = 0, run_id: int = 0, fab_hash: str = "") -> int:
     """In the forked child: own process group, default signals, killed with its parent, fresh seeds,
     then Flower's ClientApp runtime for this one task (it installs the bundle, loads and runs the app,
-    reports the task); :data:`RUNNING` is logged once the task's message is pulled."""
+    reports the task); :data:`RUNNING` is logged once the task's message is pulled. With the approved
+    ``fab_hash``, the bundle is installed once per hash and must hash to it, and message parts are
+    pulled promptly (:mod:`launcher.hospital.bundles`)."""
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
         signal.signal(sig, signal.SIG_DFL)
     with contextlib.suppress(OSError):  # the parent signals the child's whole group; a terminal's Ctrl-C
@@ -168,6 +183,9 @@ def run_child(runtime_api_address: str, token: str, insecure: bool, certificates
         return message, context, run, fab
 
     flower.pull_task_input = pull_and_report  # run_clientapp looks it up in its module when called
+    quicken_object_pulls(flower)
+    if fab_hash:
+        install_once(flower, fab_hash)
     flower.run_clientapp(runtime_api_address=runtime_api_address, token=token, insecure=insecure,
                          certificates=None if insecure else certificates,
                          parent_pid=None if watched else parent_pid)

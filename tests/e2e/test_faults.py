@@ -179,7 +179,8 @@ def _inject(deployment: Deployment, out: FaultRun, stopped: list[int]) -> None:
     slow, slow_launcher = nodes[SLOW], deployment.launchers[SLOW]
     # Faults 1 and 2: a hospital machine dies right after it pulled its round-1 train message, another
     # hospital's launcher dies while running it; both come back.
-    out.first_id = submit_run(link, overrides=[*OVERRIDES, f"output.run_name={RUN_NAME}"], stream=False, echo=None)
+    out.first_id = submit_run(link, overrides=[*OVERRIDES, f"output.run_name={RUN_NAME}"], app_dir=deployment.app_dir,
+                              stream=False, echo=None)  # the session's snapshot: the approved hash
     out.mark("run 1 submitted", t0)
     first = out.first_id
     _kill_in_round_1(deployment, out, t0)
@@ -214,7 +215,8 @@ def _inject(deployment: Deployment, out: FaultRun, stopped: list[int]) -> None:
                                for name, pids in leftover.items() if pids}
 
     # Resume (round 2 again, then 3); fault 4: va's ClientApp stalls in round 3, longer than round_timeout.
-    out.resumed_id = submit_run(link, overrides=[*OVERRIDES, f"resume={out.run_dir}"], stream=False, echo=None)
+    out.resumed_id = submit_run(link, overrides=[*OVERRIDES, f"resume={out.run_dir}"], app_dir=deployment.app_dir,
+                                stream=False, echo=None)
     out.mark("run 2 (resume) submitted", t0)
     resumed = out.resumed_id
     wait_until(lambda: _received(slow, "train", resumed) >= 2, STEP_S, f"{SLOW} pulls its round-3 train message",

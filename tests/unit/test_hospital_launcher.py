@@ -58,6 +58,15 @@ def test_the_flower_calls_keep_the_shapes_the_launcher_uses() -> None:
     # A child logs its pid once it holds its message by wrapping pull_task_input, which run_clientapp
     # looks up in its module at call time.
     assert "pull_task_input" in rc.run_clientapp.__code__.co_names, "run_clientapp no longer calls pull_task_input"
+    # launcher.hospital.bundles replaces the installer and the message-part pull the same way.
+    assert "install_from_fab" in rc.run_clientapp.__code__.co_names, "run_clientapp no longer calls install_from_fab"
+    assert "pull_and_inflate_object_from_tree" in rc.pull_task_input.__code__.co_names, \
+        "pull_task_input no longer calls pull_and_inflate_object_from_tree"
+    assert {"install_dir", "skip_prompt"} <= set(inspect.signature(rc.install_from_fab).parameters), \
+        "flwr install_from_fab(fab_file, install_dir, skip_prompt) changed"
+    assert {"initial_backoff", "backoff_cap"} <= set(
+        inspect.signature(rc.pull_and_inflate_object_from_tree).parameters), \
+        "flwr pull_and_inflate_object_from_tree lost initial_backoff/backoff_cap"
     assert TaskType.CLIENT_APP == "flwr-clientapp"
     assert (ErrorCode.INVALID_FAB, SubStatus.FAILED) == (7, "failed")
 
@@ -220,6 +229,47 @@ print(json.dumps({"plain": [child(False), child(False)], "reseeded": [child(True
     assert (np1, t1) == (np2, t2), "without a reseed forked children share numpy's and torch's stream (control)"
     a, b = draws["reseeded"]
     assert a[0] != b[0] and a[1] != b[1] and a[2] != b[2], f"reseeded children drew the same numbers: {a} {b}"
+
+
+def test_a_forked_child_does_not_collect_the_warm_parents_objects() -> None:
+    """gc.freeze in the warm parent: a child's collections skip what the parent held at start-up (a full
+    collection over them would write to, and so copy, the parent's pages in every child)."""
+    code = """
+import gc, json, os
+from launcher import hospital
+hospital.preload(["numpy", "yaml"])
+held = [[i] for i in range(100_000)]  # stands for the preloaded stack's objects
+
+def tracked_in_child():
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.write(w, str(len(gc.get_objects())).encode())
+        os._exit(0)
+    os.close(w)
+    n = int(os.read(r, 64))
+    os.waitpid(pid, 0)
+    return n
+
+before = tracked_in_child()
+frozen = hospital.freeze_heap()
+print(json.dumps([before, frozen, tracked_in_child()]))
+"""
+    before, frozen, after = json.loads(_python(code).strip().splitlines()[-1])
+    assert before > 100_000, "control: without the freeze a child's collector tracks the parent's objects"
+    assert frozen > 100_000 and after < before // 10, (before, frozen, after)
+
+
+def test_the_launcher_freezes_its_heap_once_preloaded(tmp_path: Path) -> None:
+    (tmp_path / "policy.yaml").write_text(f"approved-apps: [{HASH_A}]\n")
+    address = f"127.0.0.1:{free_port()}"
+    out = subprocess.run([sys.executable, "-m", "launcher.hospital", "--runtime-api-address", address,
+                          "--policy", str(tmp_path / "policy.yaml"), "--state-dir", str(tmp_path / "state"),
+                          "--insecure", "--preload", "yaml", "--patience", "0.3"],
+                         cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == hospital.EXIT_API_GONE, out.stderr[-2000:]
+    frozen = int(out.stderr.split("warm parent ready: ")[1].split("(")[1].split(" objects frozen")[0])
+    assert frozen > 1000, out.stderr[-2000:]
 
 
 def test_the_launcher_needs_nothing_beyond_the_app_images_stack() -> None:
