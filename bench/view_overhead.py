@@ -4,8 +4,8 @@
 
 Real Flower simulations of the four hospitals on one simulation SuperLink, alternating runs without the
 view and runs with it: ``fedheart view`` on the SuperLink and the run folders, and headless chromium
-(Playwright, Debian's /usr/bin/chromium) holding the index page (polls every 3-5 s) and the run's page
-(polls every 2 s, redraws its charts on every new round) open for the whole run, opened before it.
+(Playwright, Debian's /usr/bin/chromium) holding the index page (polls every 5 s) and the run's page
+(polls every 3 s, redraws its charts at most every 10 s) open for the whole run, opened before it.
 Reported per mode: the median of Flower's elapsed time per run (running to finished) and of the server's own run time
 (summary.json ``seconds``), and the ratio with/without (target <= 1.05). Needs the UCI files
 (``FEDHEART_DATA_DIR``). Run it under the e2e lock on a shared machine

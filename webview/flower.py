@@ -52,7 +52,7 @@ def node_record(node: Any) -> dict[str, Any]:
 class FlowerState:
     """Runs and nodes of the SuperLink behind one Flower connection (``None``: the default one)."""
 
-    def __init__(self, connection: str | None = None, ttl: float = 2.0) -> None:
+    def __init__(self, connection: str | None = None, ttl: float = 5.0) -> None:
         self.connection = connection
         self.ttl = ttl
         self._lock = threading.Lock()

@@ -49,5 +49,5 @@ document.addEventListener("DOMContentLoaded", () => {
     error.hidden = data.flower_ok; error.textContent = data.flower_ok ? "" : `SuperLink: ${data.flower_error}`;
     fh.fill(runs, data.runs.length ? runRows(data.runs) :
       [fh.el("tr", {}, fh.el("td", {colspan: 10, class: "muted", text: "No run yet."}))]);
-  }, 3000, document.getElementById("runs-error"));
+  }, 5000, document.getElementById("runs-error"));
 });

@@ -1,5 +1,5 @@
 // The run page: facts, per-round charts per hospital, privacy, timings, summary and model files.
-// Polls /api/runs/KEY every 2 s while the run is live; redraws only when the answer changed.
+// Polls /api/runs/KEY every 3 s while the run is live (charts at most every 10 s); redraws only what changed.
 "use strict";
 
 const KEY = decodeURIComponent(location.pathname.split("/").pop());
@@ -190,7 +190,7 @@ function draw(data, charts) {
 document.addEventListener("DOMContentLoaded", () => {
   // Numbers every poll; charts at most every CHARTS_MS while the run is live (a browser redrawing
   // Plotly charts costs CPU the run's machine may need), and once more when it has finished.
-  const CHARTS_MS = 5000;
+  const CHARTS_MS = 10000;
   let last = null, settled = false, chartsAt = 0, chartsOf = null;
   fh.poll(async () => {
     const {text, data} = await fh.json(`/api/runs/${encodeURIComponent(KEY)}`);
@@ -203,5 +203,5 @@ document.addEventListener("DOMContentLoaded", () => {
     document.body.dataset.live = String(data.live);
     if (!data.live) { if (settled) return false; settled = true; }
     return true;
-  }, 2000, document.getElementById("run-error"));
+  }, 3000, document.getElementById("run-error"));
 });
