@@ -81,7 +81,8 @@ def messages_of(row: dict[str, Any], probe: Probe, lines: list[tuple[float, str,
     """One entry per message a SuperNode received (``t``: the epoch of its ``Receiving:`` line), with the
     seconds from then to the launcher's taking the task ((a) only: its ``approved, forking`` line), to
     its ClientApp process's start (forked child / ``flwr-clientapp``), to the message in a forked
-    child's hands ((a) only), to the gate's audit line (fedheart only) and to the reply sent."""
+    child's hands ((a) only), to the handler's first line (the gate's ``received``) and its audit line
+    (fedheart only), and to the reply sent."""
     by_pid = {pid: e for (pid, _c), e in probe.procs.items()}
     out = []
     for name, pids in row["pids"].items():
@@ -97,6 +98,7 @@ def messages_of(row: dict[str, Any], probe: Probe, lines: list[tuple[float, str,
         acquired = [_asctime(m[1]) for text in launcher_lines if (m := ACQUIRED.search(text))]
         held = [_asctime(m[1]) for text in launcher_lines if (m := HELD.search(text))]
         gate = [_epoch(e["time"]) for e in audits.get(name, []) if e.get("by") != "launcher"]
+        handler = [_epoch(e["received"]) for e in audits.get(name, []) if e.get("by") != "launcher" and "received" in e]
         for i, (t, kind) in enumerate(arrivals):
             until = arrivals[i + 1][0] if i + 1 < len(arrivals) else float("inf")
 
@@ -104,7 +106,8 @@ def messages_of(row: dict[str, Any], probe: Probe, lines: list[tuple[float, str,
                 return next((round(x - _t, 3) for x in times if _t - 0.1 <= x < _until - 0.1), None)
 
             out.append({"hospital": name, "type": kind, "t": t, "acquired_s": after(acquired),
-                        "process_s": after(starts), "held_s": after(held), "gate_done_s": after(gate),
+                        "process_s": after(starts), "held_s": after(held), "handler_s": after(handler),
+                        "gate_done_s": after(gate),
                         "sent_s": after(sent)})
     return sorted(out, key=lambda m: m["t"])
 
@@ -188,16 +191,16 @@ def markdown(report: dict[str, Any]) -> str:
     lines += ["", "Per message (medians over the repeats): seconds from its round phase's start (train: the round's "
               "start; evaluate: the last train reply sent) to its arrival at the SuperNode (its `Receiving:` log "
               "line), then from that arrival to: the launcher's taking the task ((a) only), the ClientApp's process "
-              "start (forked child / `flwr-clientapp`), the message in the child's hands ((a) only), the gate's "
-              "audit line (the handler done; fedheart only), the reply sent. The handler's first line is not "
-              "logged.", "",
+              "start (forked child / `flwr-clientapp`), the message in the child's hands ((a) only), the handler's "
+              "first line (the gate's `received` time; fedheart only), the gate's audit line (the handler done), "
+              "the reply sent.", "",
               "| run | message | n | phase start → arrival | arrival → taken by launcher | → process | "
-              "→ held by child | → gate done | → reply sent |",
-              "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+              "→ held by child | → handler's first line | → gate done | → reply sent |",
+              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for key, v in s.items():
         for kind, lat in v["latency_s"].items():
             cells = [f"{lat[k]:.2f}" if k in lat else "–" for k in ("wait_s", "acquired_s", "process_s", "held_s",
-                                                                           "gate_done_s", "sent_s")]
+                                                                           "handler_s", "gate_done_s", "sent_s")]
             lines.append(f"| ({key}) | {kind} | {lat['n']} | " + " | ".join(cells) + " |")
     for key in s:
         lines += ["", f"({key}) phases, medians over the repeats (wall s, CPU s by process group, peak RSS of "

@@ -20,6 +20,7 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +129,7 @@ def _error(msg: Message, reason: str) -> Message:
 
 def handle(kind: str, msg: Message, context: Context, locate: Locate, work: Handler) -> Message:
     """Check the request, do ``work``, record it; any failure becomes a safe error reply."""
+    received = datetime.now(UTC).isoformat(timespec="milliseconds")  # the handler's first line (audit, bench)
     sent = dict(msg.content["config"]) if "config" in msg.content.config_records else {}
     try:
         where = locate(context, sent)
@@ -137,7 +139,7 @@ def handle(kind: str, msg: Message, context: Context, locate: Locate, work: Hand
         if state is None:  # no state folder: today's behaviour, nothing recorded at the hospital
             return _run(msg, Session(kind, msg, sent, where, context, policy), work)
         with locked(state):
-            return _audited(msg, context, kind, sent, where, policy, state, work)
+            return _audited(msg, context, kind, sent, where, policy, state, work, received)
     except Exception as exc:  # before the state folder could record it (policy file, data location)
         log.error("hospital: %s message failed: %s", kind, exc, exc_info=exc)
         return _error(msg, safe_reason(exc))
@@ -155,12 +157,14 @@ def _run(msg: Message, session: Session, work: Handler) -> Message:
 
 
 def _audited(msg: Message, context: Context, kind: str, sent: dict[str, Any], where: Where,
-             policy: Policy | None, state: Path, work: Handler) -> Message:
-    """One message under the state folder's lock: decision, work, ledger and audit line."""
+             policy: Policy | None, state: Path, work: Handler, received: str) -> Message:
+    """One message under the state folder's lock: decision, work, ledger and audit line (``received``:
+    when the hospital's handler began, ``time``: when the line was written)."""
     book = BudgetBook.open(state, file_sha256(where.path), where.name)
     run = book.run(context.run_id)
     session = Session(kind, msg, sent, where, context, policy, book, run)
-    entry: dict[str, Any] = {"run": str(context.run_id), "message": kind, "node": int(context.node_id),
+    entry: dict[str, Any] = {"received": received, "run": str(context.run_id), "message": kind,
+                             "node": int(context.node_id),
                              "app": app_identity(), "data_sha256": book.data_sha256,
                              "requested": requested(sent)}
     try:
