@@ -128,8 +128,8 @@ def load_hospital(path: str | Path, *, seed: int, pipeline: str, train_fraction:
 def configured_hospitals(cfg: AppConfig, *, root: str | Path | None = None,
                          pipeline: str | None = None) -> dict[str, HospitalData]:
     """Each hospital of ``data.hospitals``, by key, as a run would load it in one process (benchmarks):
-    its file found by :func:`fedheart.sources.hospital_file` (in ``root`` if given, else ``data.root`` or
-    $FEDHEART_DATA_DIR, downloaded if ``data.download``), split with ``data.split_seed`` and
+    its file found by :func:`fedheart.sources.hospital_file` (in $FEDHEART_DATA_DIR if set, else in ``root``
+    if given, else ``data.root``; downloaded if ``data.download``), split with ``data.split_seed`` and
     ``data.train_fraction`` under ``data.pipeline`` (or ``pipeline``)."""
     d = cfg.data
     folder = str(root) if root is not None else d.root

@@ -9,7 +9,7 @@ import pytest
 
 from fedheart.config import load_config
 from fedheart.hospital import configured_hospitals
-from fedheart.sources import DataNotFoundError
+from fedheart.sources import ENV_DATA_DIR, DataNotFoundError
 
 
 def _rows(path: Path) -> int:
@@ -31,7 +31,8 @@ def test_the_configured_hospitals_their_rows_split_and_pipeline(data_dir: Path) 
     assert configured_hospitals(cfg, root=data_dir, pipeline="flamby")["va"].pipeline == "flamby"
 
 
-def test_a_missing_file_is_named_with_its_folder(tmp_path: Path) -> None:
+def test_a_missing_file_is_named_with_its_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(ENV_DATA_DIR, raising=False)  # it beats the folder given (fedheart.sources.data_dir)
     cfg = load_config("data.hospitals=[hungarian] data.download=false")
     with pytest.raises(DataNotFoundError, match=rf"processed\.hungarian\.data.*{tmp_path}"):
         configured_hospitals(cfg, root=tmp_path)
