@@ -78,7 +78,7 @@ class Federation:
         self.run_dir = self._make_run_dir()
         self.experiment = experiment_for_run(self.run_dir.path, cfg.tracking.experiment_prefix, run_id)
         self.tracker = aggregator_tracker(cfg, self.experiment)
-        self.train_cfg = self.eval_cfg = ConfigRecord()
+        self.train_cfg, self.eval_cfg = ConfigRecord(), ConfigRecord()  # set by start()
 
     # -- messages -----------------------------------------------------------------------------
     def _make_run_dir(self) -> RunDir:
