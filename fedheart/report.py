@@ -94,18 +94,26 @@ def plot_rounds(rows: pd.DataFrame, out: Path) -> list[Path]:
     return paths
 
 
-def plot_roc(final: Mapping[str, Mapping[str, Any]], out: Path) -> Path:
-    """Final ROC curves per hospital and of the pooled test set (from the score histograms)."""
+def scored(final: Mapping[str, Mapping[str, Any]]) -> dict[str, tuple[list, list]]:
+    """Score histograms by hospital, in the report's order, of the hospitals that had test rows."""
+    return {name: (final[name]["hist-pos"], final[name]["hist-neg"]) for name in ordered(final)
+            if "hist-pos" in final[name] and sum(final[name]["hist-pos"]) + sum(final[name]["hist-neg"]) > 0}
+
+
+def plot_roc(final: Mapping[str, Mapping[str, Any]], out: Path, external: tuple[str, ...] = ()) -> Path:
+    """Final ROC curves per hospital and of the pooled test set (without ``external``), from the score
+    histograms."""
     fig, (ax,) = _figure(1)
-    curves = {name: (final[name]["hist-pos"], final[name]["hist-neg"]) for name in ordered(final)
-              if "hist-pos" in final[name]}
-    if curves:
-        curves["pooled test set"] = (np.sum([p for p, _ in curves.values()], axis=0),
-                                     np.sum([n for _, n in curves.values()], axis=0))
+    curves = scored(final)
+    internal = [c for n, c in curves.items() if n not in external]
+    if internal:
+        curves["pooled test set"] = (np.sum([p for p, _ in internal], axis=0),
+                                     np.sum([n for _, n in internal], axis=0))
     for name, (pos, neg) in curves.items():
         fpr, tpr = roc_from_histograms(pos, neg)
         style = {"color": FEDERATION, "linestyle": "--"} if name == "pooled test set" else {"color": colour(name)}
-        ax.plot(fpr, tpr, label=f"{name} (AUC {auc_from_histograms(pos, neg):.3f})", **style)
+        label = f"{name} (external)" if name in external else name
+        ax.plot(fpr, tpr, label=f"{label} (AUC {auc_from_histograms(pos, neg):.3f})", **style)
     ax.plot([0, 1], [0, 1], color="grey", linewidth=0.8, linestyle=":")
     ax.set(title="ROC of the final model", xlabel="false-positive rate", ylabel="true-positive rate",
            xlim=(0, 1), ylim=(0, 1.01))
@@ -192,9 +200,9 @@ def write_report(run_dir: str | Path, final: Mapping[str, Mapping[str, Any]] | N
     summary = _read_json(run_dir / "summary.json")
     final = final if final is not None else _read_json(run_dir / FINAL_EVAL)
     figures = plot_rounds(rows, run_dir / FIGURES) if not rows.empty else []
-    if final:
-        figures.append(plot_roc(final, run_dir / FIGURES))
     held = tuple((summary or {}).get("external") or ())  # data.holdout: not part of the pooled test set
+    if final:
+        figures.append(plot_roc(final, run_dir / FIGURES, held))
     reliability = plot_reliability(final, run_dir / FIGURES / "reliability.png", held) if final else None
     facts = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>"
                     for k, v in _facts(run_dir, summary).items())

@@ -29,7 +29,8 @@ def plot_reliability(final: Mapping[str, Mapping[str, Any]], path: Path, externa
     fig = Figure(figsize=(6.0, 5.2), layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
-    curves = {n: (final[n]["hist-pos"], final[n]["hist-neg"]) for n in ordered(final) if "hist-pos" in final[n]}
+    curves = {n: (final[n]["hist-pos"], final[n]["hist-neg"]) for n in ordered(final)
+              if "hist-pos" in final[n] and sum(final[n]["hist-pos"]) + sum(final[n]["hist-neg"]) > 0}
     internal = [c for n, c in curves.items() if n not in external]
     if internal:
         curves[POOLED] = (np.sum([p for p, _ in internal], axis=0), np.sum([q for _, q in internal], axis=0))
@@ -87,7 +88,10 @@ def clinical_html(summary: Mapping[str, Any], figure: str | None) -> str:
     hospitals = dict(summary.get("hospitals", {}))
     if not any("brier" in r for r in hospitals.values()):
         return ""
-    rows = {**hospitals, **({POOLED: summary["pooled"]} if summary.get("pooled") else {})}
+    notes = "".join(f"<p>{html.escape(name)}: {html.escape(str(r['note']))}.</p>"
+                    for name, r in hospitals.items() if r.get("note"))
+    rows = {**{n: r for n, r in hospitals.items() if not r.get("note")},
+            **({POOLED: summary["pooled"]} if summary.get("pooled") else {})}
     threshold = summary.get("threshold", THRESHOLD)
     parts = [f"<style>{STYLE}</style><h2>Clinical validation</h2>",
              f"<p>Final model on each hospital's test rows and on the pooled test set (pooled numbers from the "
@@ -95,7 +99,7 @@ def clinical_html(summary: Mapping[str, Any], figure: str | None) -> str:
              f"threshold {threshold:g}. Calibration: intercept 0 and slope 1 are perfect; a slope below 1 means "
              f"too extreme predictions. Warned: fewer than {MIN_EVENTS} events or {MIN_TEST_ROWS} test rows. "
              "Adoption: the federated model's AUC interval against the hospital's local-only model's.</p>",
-             _warnings_html(rows), _rows_html(rows)]
+             notes, _warnings_html(rows), _rows_html(rows) if rows else ""]
     external = summary.get("external") or {}
     if external:
         parts += ["<h2>External validation (held-out hospital)</h2>",

@@ -5,6 +5,10 @@ thal), a seeded ``train_test_split`` stratified by label when both classes have 
 With seed 43 these are exactly FLamby's test rows. The ``project`` pipeline trains on every other
 row (including the incomplete rows FLamby dropped); the ``flamby`` pipeline only on FLamby's
 train rows.
+
+``train_fraction=1.0`` keeps no test rows: the ``project`` pipeline trains on every row, the ``flamby``
+pipeline on every complete row. That is for a ``data.holdout`` run, where the held-out hospital is the
+test set (the configuration allows 1.0 only there).
 """
 
 from __future__ import annotations
@@ -32,11 +36,16 @@ class Split:
 def split_table(table: HospitalTable, *, seed: int = FLAMBY_SEED, pipeline: str = "project",
                 train_fraction: float = FLAMBY_TRAIN_FRACTION) -> Split:
     """Split one hospital's rows; see the module docstring for the rule."""
+    if not 0.0 < train_fraction <= 1.0:
+        raise ValueError(f"train_fraction must be in (0, 1], got {train_fraction}")
     labels = table.labels
     complete = flamby_complete(table.frame)
     candidates = np.flatnonzero(complete)
     if len(candidates) < 4:  # a hospital's own file with too few complete rows: use all rows
         candidates = np.arange(len(labels))
+    if train_fraction == 1.0:  # no test rows: train on all (the flamby pipeline: all complete) rows
+        train = candidates if pipeline == "flamby" else np.arange(len(labels))
+        return Split(train=train, test=np.array([], dtype=int))
     cand_labels = labels[candidates]
     classes, counts = np.unique(cand_labels, return_counts=True)
     stratify = cand_labels if len(classes) > 1 and (counts > 2).all() else None

@@ -1,4 +1,9 @@
-"""Federation-level numbers from per-hospital results, and the final summary table."""
+"""Federation-level numbers from per-hospital results, and the final summary table.
+
+A hospital without test rows (``data.train_fraction=1.0`` in a ``data.holdout`` run: it trains on all
+its rows) replies with ``num-examples`` 0 and NaN metrics: it is left out of every mean and of the
+pooled test set, and the summary says it has no internal test rows.
+"""
 
 from __future__ import annotations
 
@@ -17,11 +22,24 @@ def _nanmean(values: list[float]) -> float:
     return float(np.mean(finite)) if finite else math.nan
 
 
+NO_TEST_ROWS = "no internal test rows (data.train_fraction=1: it trains on all its rows)"
+
+
+def has_test_rows(m: Mapping[str, Any]) -> bool:
+    """Whether a hospital's evaluation covered at least one row."""
+    n = m.get("num-examples")
+    return n is not None and math.isfinite(float(n)) and float(n) > 0
+
+
 def federation_metrics(per_hospital: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:
-    """Unweighted means over hospitals, example-weighted loss, and the pooled-test AUC."""
-    rows = list(per_hospital.values())
-    if not rows:
+    """Unweighted means over hospitals, example-weighted loss, and the pooled-test AUC (hospitals without
+    test rows left out: NaN when none has any)."""
+    if not per_hospital:
         return {}
+    rows = [r for r in per_hospital.values() if has_test_rows(r)]
+    if not rows:
+        return {"mean-accuracy": math.nan, "mean-auc": math.nan, "pooled-auc": math.nan, "loss": math.nan,
+                "num-examples": 0.0}
     n = np.array([float(r["num-examples"]) for r in rows])
     pos = np.sum([r["hist-pos"] for r in rows], axis=0)
     neg = np.sum([r["hist-neg"] for r in rows], axis=0)
@@ -69,7 +87,7 @@ def clinical_row(m: Mapping[str, Any], baseline: Mapping[str, Any] | None = None
 
 def pooled_validation(final: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     """The clinical validation keys of the pooled test set, from the summed score histograms."""
-    rows = [r for r in final.values() if "hist-pos" in r]
+    rows = [r for r in final.values() if "hist-pos" in r and has_test_rows(r)]
     if not rows:
         return {}
     pos, neg = np.sum([r["hist-pos"] for r in rows], axis=0), np.sum([r["hist-neg"] for r in rows], axis=0)
@@ -105,13 +123,20 @@ def summary_table(final: Mapping[str, Mapping[str, Any]], baselines: Mapping[str
               "local-only acc. | local-only AUC |")
     lines = [header, "|" + "---|" * 8]
     data: dict[str, Any] = {"hospitals": {}, "federation": fed}
+    empty = [name for name, m in final.items() if not has_test_rows(m)]
     for name, m in final.items():
         b = baselines.get(name, {})
         row = {"train-rows": train_sizes.get(name), "test-rows": int(m["num-examples"]),
                "accuracy": m["accuracy"], "auc": m["auc"], "loss": m["loss"],
                "majority-accuracy": b.get("majority-accuracy"), "local-accuracy": b.get("local-accuracy"),
                "local-auc": b.get("local-auc")}
-        row |= clinical_row(m, b)
+        if name in empty:  # nothing to validate: no numbers, no warnings, a note
+            row |= {k: None for k in ("accuracy", "auc", "loss")}
+            row |= dict.fromkeys(k for k in clinical.KEYS if not k.startswith("auc-ci")) | {
+                "auc-ci": [None, None], "events": 0, "warnings": [], "adoption": "no internal test rows",
+                "note": NO_TEST_ROWS}
+        else:
+            row |= clinical_row(m, b)
         data["hospitals"][name] = row
         lines.append(f"| {name} | {_fmt(row['train-rows'])} | {row['test-rows']} | {_fmt(row['accuracy'])} | "
                      f"{_fmt(row['auc'])} | {_fmt(row['majority-accuracy'])} | {_fmt(row['local-accuracy'])} | "
@@ -122,11 +147,18 @@ def summary_table(final: Mapping[str, Mapping[str, Any]], baselines: Mapping[str
     lines.append(f"| **mean over hospitals** | | | {_fmt(means['accuracy'])} | {_fmt(means['auc'])} | "
                  f"{_fmt(means['majority-accuracy'])} | {_fmt(means['local-accuracy'])} | "
                  f"{_fmt(means['local-auc'])} |")
-    lines.append(f"| **pooled test set** | | {int(fed['num-examples'])} | | {_fmt(fed['pooled-auc'])} | | | |")
+    lines.append(f"| **pooled test set** | | {int(fed.get('num-examples', 0))} | | {_fmt(fed.get('pooled-auc'))} "
+                 "| | | |")
+    if empty:
+        data["without-test-rows"] = empty
+        lines += ["", f"{', '.join(empty)}: {NO_TEST_ROWS.replace('it trains', 'each trains')}; not in the means "
+                  "or the pooled test set."]
     data["pooled"] = pooled_validation(final)
     data["threshold"] = clinical.THRESHOLD
-    table = {**data["hospitals"], **({"**pooled test set**": data["pooled"]} if data["pooled"] else {})}
-    text = "\n".join(lines) + "\n\n## Clinical validation\n\n" + clinical_table(table)
+    table = {**{n: r for n, r in data["hospitals"].items() if n not in empty},
+             **({"**pooled test set**": data["pooled"]} if data["pooled"] else {})}
+    text = "\n".join(lines) + "\n\n## Clinical validation\n\n" + (
+        clinical_table(table) if table else "No hospital has internal test rows.")
     if external:
         data["external"] = {
             name: {"test-rows": int(m["num-examples"]), "rows": "all", "accuracy": m["accuracy"], "auc": m["auc"],
