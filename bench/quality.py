@@ -2,6 +2,7 @@
 
     python bench/quality.py [--strategies fedavg,fedprox,...] [--protocol flamby,project]
                             [--seeds 0,1,2] [--split-seed 43] [--out bench/results/quality]
+                            [--personalization finetune,ditto,fedper,fenda]
     python bench/quality.py --loho [--seeds 0,1,2] [--calibration-fraction 0.3,0.5] [--calibration-splits 200]
 
 Every federated run goes through a real SuperLink in simulation mode (one per benchmark, reused
@@ -9,7 +10,9 @@ by all runs); pooled training (all hospitals' training rows in one place, the sa
 and the same number of gradient steps as the whole federation) runs in this process with the same
 core code. The local-only baseline comes from each run's summary. Writes ``quality.md`` and
 ``quality.json`` under --out; run folders are kept under ``--out/runs`` and reused when the
-benchmark is started again (it resumes where it stopped). ``--loho``: leave-one-hospital-out with
+benchmark is started again (it resumes where it stopped). ``--personalization``: one row per method
+with each hospital's personal model (bench/quality_personal.py), FL4Health's published numbers and the
+issue's targets below the tables. ``--loho``: leave-one-hospital-out with
 site recalibration instead (bench/loho.py), written to ``loho.md`` and ``loho.json``.
 """
 
@@ -37,7 +40,11 @@ from fedheart.hospital import HospitalData, configured_hospitals
 from fedheart.model import build_model
 from fedheart.preprocess import Preprocessor, flamby_preprocessor
 from fedheart.training import TensorBatches, evaluate, train
-from launcher.flower import SuperLink, submit_run, wait_for_run
+from launcher.flower import REPO_ROOT, SuperLink, submit_run, wait_for_run
+
+if str(REPO_ROOT) not in sys.path:  # `python bench/quality.py` puts bench/ first, not the repository
+    sys.path.insert(0, str(REPO_ROOT))
+from bench import quality_personal as qp
 
 STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedadagrad", "fedyogi")
 PROTOCOLS = ("flamby", "project")
@@ -77,7 +84,8 @@ def pooled_run(cfg: AppConfig, seed: int) -> dict:
             "seconds": time.perf_counter() - t0, "steps": steps}
 
 
-def federated_run(link: SuperLink, overrides: list[str], out: Path, name: str, existing_only: bool) -> dict | None:
+def federated_run(link: SuperLink, overrides: list[str], out: Path, name: str, existing_only: bool,
+                  app_dir: Path = REPO_ROOT) -> dict | None:
     """One run through the real simulation; a finished run folder is reused (the benchmark resumes)."""
     run_dir = out / "runs" / name
     record_path = run_dir / "flwr-record.json"
@@ -87,7 +95,7 @@ def federated_run(link: SuperLink, overrides: list[str], out: Path, name: str, e
         record = json.loads(record_path.read_text())
     else:
         run_id = submit_run(link, overrides=[*overrides, f"output.run_name={name}"], stream=False, echo=None,
-                            federation={"num-supernodes": 4, "client-resources-num-cpus": 1})
+                            federation={"num-supernodes": 4, "client-resources-num-cpus": 1}, app_dir=app_dir)
         record = wait_for_run(link, run_id)
         if record["status"] != "finished:completed":
             raise RuntimeError(f"run {name} failed: {record.get('status-details')}")
@@ -128,6 +136,7 @@ def markdown(results: dict, hospitals: list[str], args: argparse.Namespace) -> s
              f"(254 rows) when split seed = 43. Machine: {results['machine']}.\n",
              "Mean ± sd over seeds. Accuracy per hospital on its own test rows; pooled AUC over all test rows.\n"]
     for protocol, rows in results["protocols"].items():
+        notes = results.get("personal-notes", {}).get(protocol, [])
         lines.append(f"\n## Protocol `{protocol}`\n")
         lines.append("| method | mean acc. (hospitals) | pooled-test AUC | " + " | ".join(hospitals)
                      + " | wall s / run | s / round |")
@@ -136,6 +145,8 @@ def markdown(results: dict, hospitals: list[str], args: argparse.Namespace) -> s
             lines.append(f"| {method} | {fmt(row['mean-accuracy'])} | {fmt(row['pooled-auc'])} | "
                          + " | ".join(fmt(row[h]) for h in hospitals)
                          + f" | {fmt(row['seconds'], 1)} | {fmt(row['round-seconds'], 2)} |")
+        if notes:
+            lines += ["", *notes]
     return "\n".join(lines) + "\n"
 
 
@@ -146,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--split-seed", type=int, default=43)
     parser.add_argument("--out", type=Path, default=Path("bench/results/quality"))
+    parser.add_argument("--personalization", default="",
+                        help="personalisation methods, e.g. finetune,ditto,fedper,fenda")
     parser.add_argument("--existing-only", action="store_true",
                         help="start no new run: tabulate the finished runs under --out/runs")
     parser.add_argument("--loho", action="store_true", help="leave-one-hospital-out and site recalibration")
@@ -167,8 +180,11 @@ def main(argv: list[str] | None = None) -> int:
                                 f"{os.cpu_count()} CPUs, Python {platform.python_version()}",
                      "seeds": seeds, "split_seed": args.split_seed, "protocols": {}, "raw": {}}
     # SuperLink state lives outside the repository: `flwr run .` packages the app folder.
-    link = SuperLink(Path(tempfile.mkdtemp(prefix="fedheart-quality-")),
-                     extra_env={"FEDHEART_OUTPUT_DIR": str(out / "runs")})
+    from launcher.fab import snapshot_app
+
+    work = Path(tempfile.mkdtemp(prefix="fedheart-quality-"))
+    app = snapshot_app(REPO_ROOT, work / "app")  # later edits of the checkout change no run of this benchmark
+    link = SuperLink(work / "link", extra_env={"FEDHEART_OUTPUT_DIR": str(out / "runs")})
     with link:
         for protocol in protocols:
             common = [f"protocol={protocol}", f"data.split_seed={args.split_seed}"]
@@ -184,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
                     name = f"{protocol}-{strategy}-seed{seed}-split{args.split_seed}"
                     print(f"[quality] {name} ...", flush=True)
                     run = federated_run(link, [*common, f"strategy={strategy}", f"seed={seed}"], out, name,
-                                        args.existing_only)
+                                        args.existing_only, app)
                     if run is None:
                         continue
                     runs.append(run)
@@ -196,6 +212,30 @@ def main(argv: list[str] | None = None) -> int:
                 if "local-only" not in rows:
                     rows["local-only"] = local_only(runs, hospitals)
                 rows[strategy] = aggregate(runs, hospitals)
+            methods = [m for m in args.personalization.split(",") if m]
+            for method in methods:
+                runs = []
+                for seed in seeds:
+                    name = f"{protocol}-personal-{method}-seed{seed}-split{args.split_seed}"
+                    print(f"[quality] {name} ...", flush=True)
+                    overrides = [*common, f"personalization={method}", *qp.RECIPES[protocol][method], f"seed={seed}"]
+                    run = federated_run(link, overrides, out, name, args.existing_only, app)
+                    if run is None:
+                        continue
+                    summary = json.loads((out / "runs" / name / "summary.json").read_text())
+                    runs.append({**run, **qp.personal_run(summary)})
+                    print(f"[quality]   personal mean acc {runs[-1]['mean-accuracy']:.3f}", flush=True)
+                if runs:
+                    raw[method] = runs
+                    rows[f"{method} (personal)"] = aggregate(runs, hospitals)
+            if methods:
+                published = ", ".join(f"{k} {v:.3f}" for k, v in qp.FL4HEALTH.items())
+                results.setdefault("personal-notes", {})[protocol] = [
+                    *([f"FL4Health's published mean accuracy (FLamby protocol): {published}."]
+                      if protocol == "flamby" else []),
+                    "Personal rows: each hospital's personal model on its own test rows; recipes: "
+                    + "; ".join(f"{m}: {' '.join(qp.RECIPES[protocol][m]) or 'defaults'}" for m in methods) + ".",
+                    *qp.targets(rows, raw, protocol, methods, hospitals)]
             results["protocols"][protocol] = rows
             results["raw"][protocol] = raw
     (out / "quality.json").write_text(json.dumps(results, indent=2, default=float))
@@ -207,10 +247,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_loho(args: argparse.Namespace) -> int:
     """``--loho``: every hospital held out in turn (bench/loho.py); the app is submitted as it is now."""
-    from launcher.flower import REPO_ROOT
-
-    if str(REPO_ROOT) not in sys.path:  # `python bench/quality.py` puts bench/ first, not the repository
-        sys.path.insert(0, str(REPO_ROOT))
     from bench.loho import loho
     from bench.loho import markdown as loho_markdown
     from launcher.fab import snapshot_app

@@ -65,6 +65,7 @@ class Session:
     policy: Policy | None = None
     book: BudgetBook | None = None
     run: RunBudget | None = None
+    state: Path | None = None  # the hospital's state folder (node-config state-dir), where it has one
 
     @property
     def simulation(self) -> bool:
@@ -162,7 +163,7 @@ def _audited(msg: Message, context: Context, kind: str, sent: dict[str, Any], wh
     when the hospital's handler began, ``time``: when the line was written)."""
     book = BudgetBook.open(state, file_sha256(where.path), where.name)
     run = book.run(context.run_id)
-    session = Session(kind, msg, sent, where, context, policy, book, run)
+    session = Session(kind, msg, sent, where, context, policy, book, run, state)
     entry: dict[str, Any] = {"received": received, "run": str(context.run_id), "message": kind,
                              "node": int(context.node_id),
                              "app": app_identity(), "data_sha256": book.data_sha256,

@@ -4,14 +4,19 @@ torch, pandas and scikit-learn imports)."""
 
 from __future__ import annotations
 
+import logging
 import os
+import secrets
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 
+from client_app import personal
 from client_app.gate import Session, Where, handle
 from fedheart.hospital import (
     HospitalData,
@@ -21,7 +26,10 @@ from fedheart.hospital import (
     majority_baseline,
     train_round,
 )
+from fedheart.personal import PersonalSettings
+from fedheart.personal.methods import planned_steps, train_personal
 from fedheart.preprocess import Preprocessor
+from fedheart.privacy.eval_dp import noisy_evaluation
 from fedheart.protocol import parse_model, parse_privacy, parse_train
 from fedheart.safeguard.policy import DEFAULT_DELTA, Refused
 from fedheart.safeguard.scrub import HospitalFailure
@@ -29,9 +37,12 @@ from fedheart.schema import hospital
 from fedheart.sources import DataNotFoundError, hospital_file, partition_file
 from fedheart.stats import GlobalStats
 from fedheart.tracking import track_hospital
+from fedheart.training import EvalResult
 
 if TYPE_CHECKING:
     from fedheart.privacy.dpsgd import DPSettings
+
+log = logging.getLogger("fedheart.hospital")
 
 if "OMP_NUM_THREADS" not in os.environ:  # Ray sets it to 1 in simulation; a SuperNode's ClientApp does not
     # Tiny models: with 2 intra-op threads on 2 shared cores one SGD step took ~15x longer (bench/results/perf).
@@ -155,9 +166,19 @@ def _train(s: Session) -> RecordDict:
         if public_rows is None:
             raise Refused("statistics", "training before this run's statistics release", "statistics first")
     ledger = s.ledger() if dp else None  # cumulative privacy accounting across rounds
-    weights, metrics = train_round(data, pre, _weights(s.msg), parse_model(s.config), parse_train(s.config),
-                                   seed=int(s.config["seed"]), server_round=int(s.config["server-round"]), dp=dp,
-                                   ledger=ledger, public_rows=public_rows)
+    settings, tcfg = PersonalSettings.from_config(s.config), parse_train(s.config)
+    server_round = int(s.config["server-round"])
+    if dp is not None and settings.active:  # personal DP-SGD steps are planned into the same budget
+        rows = round(public_rows) if public_rows is not None else len(data.y_train)
+        dp = replace(dp, extra_steps=planned_steps(settings, tcfg, rows, dp.rounds - server_round + 1))
+    common = {"seed": int(s.config["seed"]), "server_round": server_round, "dp": dp, "ledger": ledger,
+              "public_rows": public_rows}
+    if settings.active:
+        weights, metrics, own = train_personal(settings, data, pre, _weights(s.msg), personal.load_state(s),
+                                               parse_model(s.config), tcfg, **common)
+        personal.save_state(s, own, train_config=s.config)
+    else:
+        weights, metrics = train_round(data, pre, _weights(s.msg), parse_model(s.config), tcfg, **common)
     if ledger is not None:
         s.keep(ledger)
     _track(s, data, "train", metrics)
@@ -191,8 +212,34 @@ def _evaluate(s: Session) -> RecordDict:
         metrics = evaluate_round(data, pre, _weights(s.msg), parse_model(s.config))
     if s.run is not None:
         s.run.evaluations += 1
+    settings = PersonalSettings.from_config(s.config)
+    if settings.active and not _held_out(s) and personal.last_round(s.config):
+        metrics |= personal.personal_metrics(s, settings, data, pre, _weights(s.msg), _dp,
+                                             _personal_release(s, private))
     _track(s, data, "evaluate", metrics)
     return RecordDict({"metrics": MetricRecord(metrics), "info": _info(data)})
+
+
+def _personal_release(s: Session, private: bool) -> Callable[..., dict[str, float] | None]:
+    """How the personal model's numbers leave: exact, or (a policy's ``release.evaluation: dp``) as one more
+    of the run's evaluations, noised and charged; None when the policy has no evaluation left for it."""
+    def exact(labels: np.ndarray, scores: np.ndarray, result: EvalResult) -> dict[str, float]:
+        return {"accuracy": result.accuracy, "auc": result.auc, "loss": result.loss}
+
+    def noised(labels: np.ndarray, scores: np.ndarray, result: EvalResult) -> dict[str, float] | None:
+        run, policy = s.run, s.policy
+        assert run is not None and policy is not None
+        ledger = s.ledger()
+        if run.evaluations >= policy.max_evaluations_per_run or ledger.would_exceed(
+                (policy.evaluation_noise_multiplier, 1.0, 1), run.delta, run.reserved):
+            log.warning("hospital %s: no evaluation left in this run for the personal model", s.where.name)
+            return None
+        released = noisy_evaluation(labels, scores, policy.evaluation_noise_multiplier, ledger,
+                                    np.random.default_rng(secrets.randbits(128)))
+        s.keep(ledger)
+        run.evaluations += 1
+        return released
+    return noised if private else exact
 
 
 def baseline(msg: Message, context: Context) -> Message:

@@ -48,11 +48,14 @@ def train_as_fit(msg: Message, context: Context, call_next: ClientAppCallable) -
     listed = sorted(k for k, v in metrics.items() if isinstance(v, list))
     if listed:
         raise ValueError(f"train metrics {listed} are lists; the legacy FitRes of SecAgg+ carries scalars only")
-    weights = {k: trained[k].numpy() for k in settings.array_keys}
+    if set(trained.keys()) != set(settings.returned):
+        raise ValueError(f"the trained arrays {sorted(trained.keys())} are not the {sorted(settings.returned)} this "
+                         "SecAgg+ round aggregates")
+    weights = {k: trained[k].numpy() for k in settings.returned}
     weight = float(metrics[settings.weight_key])
     check_update(settings, weights, weight)
     fitres = FitRes(status=Status(Code.OK, "OK"),
-                    parameters=ndarrays_to_parameters([weights[k] for k in settings.array_keys]),
+                    parameters=ndarrays_to_parameters([weights[k] for k in settings.returned]),
                     num_examples=int(weight) if weight.is_integer() else weight,  # type: ignore[arg-type]
                     metrics=metrics)  # type: ignore[arg-type]
     return Message(compat.fitres_to_recorddict(fitres, keep_input=False), reply_to=msg)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fedheart.config_schema import AppConfig, ConfigError, TrackingConfig
 from fedheart.models import ModelSpecError, resolve
+from fedheart.personal import LOCAL_PARTS, METHODS
 from fedheart.schema import HOSPITALS
 from fedheart.specs import OPTIMIZERS
 from fedheart.tracking import BACKENDS
@@ -27,8 +28,7 @@ def check_config(cfg: AppConfig) -> None:
     _require(cfg.round_timeout > 0, "round_timeout", f"must be > 0, got {cfg.round_timeout}")
     _require(cfg.data.pipeline in PIPELINES, "data.pipeline",
              f"must be one of {', '.join(PIPELINES)}, got {cfg.data.pipeline!r}")
-    _require(0.0 < cfg.data.train_fraction < 1.0, "data.train_fraction",
-             f"must be between 0 and 1, got {cfg.data.train_fraction}")
+    _check_train_fraction(cfg)
     bad = [h for h in cfg.data.hospitals if h not in known]
     _require(not bad, "data.hospitals", f"unknown hospital(s) {bad}; known: {', '.join(known)}")
     _check_holdout(cfg)
@@ -49,6 +49,41 @@ def check_config(cfg: AppConfig) -> None:
     _check_tracking(cfg.tracking)
     check_aggregation(cfg)
     check_privacy(cfg)
+    check_personalization(cfg)
+
+
+def check_personalization(cfg: AppConfig) -> None:
+    """A personalisation method the model, strategy and privacy mode can carry."""
+    p = cfg.personalization
+    _require(p.name in METHODS, "personalization.name", f"must be one of {', '.join(METHODS)}, got {p.name!r}")
+    _require(p.steps >= 0, "personalization.steps", f"must be >= 0 (0: train's steps), got {p.steps}")
+    _require(p.lr >= 0, "personalization.lr", f"must be >= 0 (0: train.lr), got {p.lr}")
+    _require(p.lam >= 0, "personalization.lam", f"must be >= 0, got {p.lam}")
+    _require(0 <= p.validation < 1, "personalization.validation", f"must be in [0, 1), got {p.validation}")
+    _require(p.validation == 0 or cfg.privacy.mode == "none", "personalization.validation",
+             "choosing between the fine-tuned and the global model on training rows is a release outside the "
+             "privacy budget: use 0 with privacy.mode=" + cfg.privacy.mode)
+    if p.name not in LOCAL_PARTS:
+        return
+    kind, _ = resolve(cfg.model)
+    _require(kind.name == "mlp", "model.name", f"personalization={p.name} keeps the model's head at each hospital "
+             f"and shares its body: it needs a model with hidden layers (model=mlp), got {cfg.model.name!r}")
+    _require(cfg.strategy.name in ("fedavg", "fedprox"), "strategy.name",
+             f"personalization={p.name}: the replies carry the shared layers only, which {cfg.strategy.name}'s "
+             "server optimiser cannot take; use fedavg or fedprox")
+    _require(cfg.privacy.mode not in CENTRAL_MODES, "privacy.mode",
+             f"personalization={p.name}: central DP clips and noises whole-model updates; use privacy=dp-sgd")
+
+
+def _check_train_fraction(cfg: AppConfig) -> None:
+    """``data.train_fraction``: each hospital's share of training rows, in (0, 1]; 1.0 only with ``data.holdout``."""
+    f = cfg.data.train_fraction
+    _require(0.0 < f <= 1.0, "data.train_fraction",
+             f"must be in (0, 1]: the share of each hospital's rows it trains on (the rest are its test rows; "
+             f"1.0: all its rows, only with data.holdout), got {f}")
+    _require(f < 1.0 or cfg.data.holdout is not None, "data.train_fraction",
+             "1.0 leaves no hospital a test row: use it with data.holdout=<hospital> (the held-out hospital "
+             "validates on all its rows), or a fraction below 1 (default 0.66)")
 
 
 def _check_holdout(cfg: AppConfig) -> None:

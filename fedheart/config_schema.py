@@ -92,6 +92,18 @@ class TrackingConfig:
 
 
 @dataclass
+class PersonalizationConfig:
+    """A personal model at each hospital (``fedheart.personal``): ``none``, ``finetune``, ``fedper``,
+    ``ditto`` or ``fenda``; the hospital's own parts never leave it."""
+
+    name: str = "none"
+    steps: int = 0  # finetune: steps after the last round; ditto: personal steps per round (0: train's)
+    lr: float = 0.0  # personal training's learning rate (0: train.lr)
+    lam: float = 0.1  # ditto: pull towards the global model
+    validation: float = 0.0  # finetune: share of a hospital's training rows that checks the fine-tuning (0: off)
+
+
+@dataclass
 class OutputConfig:
     root: str = "outputs"
     run_name: str | None = None
@@ -105,6 +117,7 @@ class AppConfig:
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     aggregation: AggregationConfig = field(default_factory=AggregationConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    personalization: PersonalizationConfig = field(default_factory=PersonalizationConfig)
     train: TrainSection = field(default_factory=TrainSection)
     output: OutputConfig = field(default_factory=OutputConfig)
     protocol: str = "project"

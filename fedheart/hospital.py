@@ -10,6 +10,7 @@ import functools
 import json
 import secrets
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,6 +31,8 @@ from fedheart.tables import HospitalTable, read_table
 from fedheart.training import TensorBatches, evaluate, num_steps, train
 
 if TYPE_CHECKING:  # Opacus is imported only when DP is used: a ClientApp process starts ~3 s faster
+    from torch import nn
+
     from fedheart.config_schema import AppConfig
     from fedheart.privacy.dpsgd import DPSettings
     from fedheart.privacy.ledger import Ledger
@@ -153,20 +156,32 @@ def train_round(data: HospitalData, pre: Preprocessor, weights: Weights, spec: M
     """
     model = build_model(spec, pre.num_features)
     set_weights(model, weights)
+    metrics = fit_model(model, data, pre, cfg, seed=seed, server_round=server_round, dp=dp, ledger=ledger,
+                        public_rows=public_rows)
+    return get_weights(model), metrics
+
+
+def fit_model(model: nn.Module, data: HospitalData, pre: Preprocessor, cfg: TrainConfig, *, seed: int,
+              server_round: int, dp: DPSettings | None = None, ledger: Ledger | None = None,
+              public_rows: float | None = None, stream: int = 0,
+              after_step: Callable[[], None] | None = None) -> dict[str, float]:
+    """Train ``model`` in place on the hospital's training rows for one round (DP-SGD with ``dp``).
+
+    ``stream``: another batch order for a second model trained in the same round (a personal model);
+    ``after_step``: called after every optimiser step (Ditto's pull towards the global model).
+    """
     x_train, _ = data.features(pre)
+    parts = (seed, zlib.crc32(data.name.encode()), *((stream,) if stream else ()))
     if dp is not None:
         if ledger is None:
             raise ValueError("DP-SGD needs the hospital's privacy ledger")
         from fedheart.privacy.dpsgd import train_private
 
-        metrics = train_private(model, x_train, data.y_train, cfg, dp, ledger, server_round=server_round,
-                                seed_parts=(seed, zlib.crc32(data.name.encode())), public_rows=public_rows)
-        return get_weights(model), metrics
-    loader = TensorBatches(x_train, data.y_train, cfg.batch_size,
-                           seed=_seed(seed, server_round, zlib.crc32(data.name.encode())))
-    result = train(model, loader, cfg, num_steps(cfg, len(x_train)))
-    return get_weights(model), {"train-loss": result.loss, "local-steps": float(result.steps),
-                                "num-examples": float(result.num_examples)}
+        return train_private(model, x_train, data.y_train, cfg, dp, ledger, server_round=server_round,
+                             seed_parts=parts, public_rows=public_rows, after_step=after_step)
+    loader = TensorBatches(x_train, data.y_train, cfg.batch_size, seed=_seed(parts[0], server_round, *parts[1:]))
+    result = train(model, loader, cfg, num_steps(cfg, len(x_train)), after_step=after_step)
+    return {"train-loss": result.loss, "local-steps": float(result.steps), "num-examples": float(result.num_examples)}
 
 
 def evaluate_round(data: HospitalData, pre: Preprocessor, weights: Weights, spec: ModelSpec,

@@ -11,6 +11,7 @@ from dataclasses import asdict, fields
 from typing import TYPE_CHECKING, Any
 
 from fedheart.config import CENTRAL_MODES, AppConfig, train_config
+from fedheart.personal import PersonalSettings
 from fedheart.specs import ModelSpec, TrainConfig
 from fedheart.tracking import tracking_settings
 
@@ -39,11 +40,21 @@ def task_settings(cfg: AppConfig, preprocessing: str = "", experiment: str = "")
         "partition-dir": cfg.data.partition_dir or "",
         "holdout": cfg.data.holdout or "",
         "seed": cfg.seed,
+        "rounds": cfg.rounds,
         "model": json.dumps(cfg.model.to_dict()),
+        **personalization_settings(cfg),
         "preprocessing": preprocessing,
         **(tracking_settings(cfg, experiment) if experiment else {}),
         **privacy_settings(cfg),
     }
+
+
+def personalization_settings(cfg: AppConfig) -> dict[str, Scalar]:
+    """The run's personalisation (``fedheart.personal``); nothing for ``none``, so messages stay as they were."""
+    p = cfg.personalization
+    if p.name == "none":
+        return {}
+    return PersonalSettings(p.name, p.steps, p.lr, p.lam, p.validation).to_config()  # type: ignore[return-value]
 
 
 def privacy_settings(cfg: AppConfig, delta: float | None = None) -> dict[str, Scalar]:

@@ -16,8 +16,9 @@ import numpy as np
 import pandas as pd
 
 from fedheart.calibration import recalibrated
-from fedheart.models import ModelSpecError, resolve, saved_spec
+from fedheart.models import ModelSpecError, full_spec, resolve, saved_spec
 from fedheart.preprocess import FLAMBY_COLUMNS, Preprocessor, flamby_preprocessor
+from fedheart.specs import ModelSpec
 from fedheart.stats import NUMERIC
 from fedheart.tables import read_table
 
@@ -35,6 +36,14 @@ class ModelError(ValueError):
 
 class NeedsStandardisation(ModelError):
     """A protocol=flamby model without a hospital's standardisation (``--standardise-from``)."""
+
+
+def model_meta(spec: ModelSpec, pre: Preprocessor, *, preprocessing: Any = None, **extra: Any) -> dict[str, Any]:
+    """A model folder's ``final_model.json``: the model, its features and preprocessing (``preprocessing``:
+    what to save instead of ``pre``'s numbers), and ``extra`` fields (rounds, strategy, ...)."""
+    return {"model": spec.name, "model_settings": full_spec(spec).to_dict(), "pipeline": pre.pipeline,
+            "features": pre.feature_names, "preprocessing": pre.to_dict() if preprocessing is None else preprocessing,
+            **extra}
 
 
 def sigmoid(z: np.ndarray) -> np.ndarray:

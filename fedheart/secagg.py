@@ -23,6 +23,7 @@ ARRAY_KEYS = "secagg.array-keys"  # JSON list: names of the model's arrays, in t
 WEIGHT_KEY = "secagg.weight-key"  # reply metric that weights the update (the strategy's weighted_by_key)
 CLIPPING_RANGE = "secagg.clipping-range"
 MAX_WEIGHT = "secagg.max-weight"
+REPLY_KEYS = "secagg.reply-keys"  # JSON list: the arrays a contribution holds, when not all of them
 PREFIX = "secagg."
 
 
@@ -34,10 +35,19 @@ class UpdateSettings:
     weight_key: str
     clipping_range: float
     max_weight: float
+    reply_keys: tuple[str, ...] = ()  # the arrays a hospital masks and returns (personalisation: the shared ones)
+
+    @property
+    def returned(self) -> tuple[str, ...]:
+        """The arrays of a contribution, in order: ``reply_keys``, or every array sent."""
+        return self.reply_keys or self.array_keys
 
     def to_config(self) -> dict[str, str | float]:
-        return {ARRAY_KEYS: json.dumps(list(self.array_keys)), WEIGHT_KEY: self.weight_key,
-                CLIPPING_RANGE: float(self.clipping_range), MAX_WEIGHT: float(self.max_weight)}
+        out: dict[str, str | float] = {ARRAY_KEYS: json.dumps(list(self.array_keys)), WEIGHT_KEY: self.weight_key,
+                                       CLIPPING_RANGE: float(self.clipping_range), MAX_WEIGHT: float(self.max_weight)}
+        if self.reply_keys:
+            out[REPLY_KEYS] = json.dumps(list(self.reply_keys))
+        return out
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> UpdateSettings:
@@ -46,7 +56,8 @@ class UpdateSettings:
             raise ValueError(f"SecAgg+ train message lacks {', '.join(missing)} in its config: "
                              "the server and this hospital run different app versions")
         return cls(tuple(json.loads(str(config[ARRAY_KEYS]))), str(config[WEIGHT_KEY]),
-                   float(config[CLIPPING_RANGE]), float(config[MAX_WEIGHT]))
+                   float(config[CLIPPING_RANGE]), float(config[MAX_WEIGHT]),
+                   tuple(json.loads(str(config.get(REPLY_KEYS, "[]")))))
 
 
 def check_capacity(agg: AggregationConfig, hospitals: Sequence[str],

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -153,11 +153,12 @@ def _cycle(loader: Batches) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
 
 def train(model: nn.Module, loader: Batches, cfg: TrainConfig, steps: int,
           optimizer: torch.optim.Optimizer | FunctionalOptimizer | None = None, *,
-          step_on_empty: bool = False) -> TrainResult:
+          step_on_empty: bool = False, after_step: Callable[[], None] | None = None) -> TrainResult:
     """Run ``steps`` minibatch steps of BCE training (with FedProx's term if ``proximal_mu`` > 0).
 
     ``step_on_empty``: an empty Poisson batch still takes an optimiser step (DP-SGD: the step is
-    noise only, and the accountant counts it); otherwise it is skipped.
+    noise only, and the accountant counts it); otherwise it is skipped. ``after_step``: called after
+    each optimiser step (a data-independent update, e.g. Ditto's pull towards the global model).
     """
     optimizer = optimizer or FunctionalOptimizer(model.parameters(), cfg)
     criterion = nn.BCEWithLogitsLoss()
@@ -178,6 +179,8 @@ def train(model: nn.Module, loader: Batches, cfg: TrainConfig, steps: int,
             objective = loss + 0.5 * cfg.proximal_mu * prox
         objective.backward()
         optimizer.step()
+        if after_step is not None:
+            after_step()
         if len(x):
             total += float(loss.detach())
             losses += 1

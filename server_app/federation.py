@@ -22,11 +22,14 @@ from typing import Any
 import numpy as np
 from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
+from flwr.serverapp.exception import InconsistentMessageReplies
 from flwr.serverapp.strategy import Strategy
 
 from fedheart import stats as fstats
 from fedheart.config import AppConfig, to_yaml
 from fedheart.model import build_model, get_weights
+from fedheart.models import resolve
+from fedheart.personal import PersonalSettings, shared_keys
 from fedheart.preprocess import FLAMBY_COLUMNS, Preprocessor, flamby_preprocessor, project_preprocessor
 from fedheart.protocol import task_settings, train_settings
 from fedheart.runs import TIMINGS, RunDir, output_root, write_text
@@ -59,6 +62,11 @@ class RoundResult:
     train_rows: list[dict]
     evaluation: dict[str, dict]
     stopped: bool = False
+
+
+def _linear_layers(cfg: AppConfig) -> list[str]:
+    kind, params = resolve(cfg.model)
+    return kind.linear_layers(params)
 
 
 class Federation:
@@ -179,7 +187,24 @@ class Federation:
             server_round, self.privacy.trainable(server_round, replies, self.name_of))  # spent budgets left out
         rows = [{"round": server_round, "phase": "train", "hospital": self.name_of(r), **metrics_of(r.content)}
                 for r in ok]
-        return (new_arrays if new_arrays is not None else arrays), rows
+        return (self.merged(arrays, new_arrays) if new_arrays is not None else arrays), rows
+
+    def shared_keys(self, keys: Iterable[str]) -> list[str]:
+        """The arrays the hospitals return and the strategy aggregates (personalisation: not the heads that
+        stay at the hospitals)."""
+        p = self.cfg.personalization
+        return shared_keys(PersonalSettings(p.name), keys, _linear_layers(self.cfg))
+
+    def merged(self, arrays: Any, aggregated: Any) -> Any:
+        """The new global arrays: the aggregated shared ones, the rest as they were (the hospitals keep their own).
+        A reply with any other arrays than the shared ones fails the round."""
+        expected = self.shared_keys(arrays.keys())
+        if set(aggregated.keys()) != set(expected):
+            raise FederationError(f"the aggregated update holds the arrays {sorted(aggregated.keys())}, expected the "
+                                  f"shared arrays {sorted(expected)} (personalization={self.cfg.personalization.name})")
+        if len(expected) == len(arrays):
+            return aggregated
+        return type(arrays)({k: aggregated[k] if k in aggregated else arrays[k] for k in arrays})
 
     def evaluate(self, server_round: int, arrays: Any) -> dict[str, dict]:
         """Every sampled hospital's metrics of these arrays, in the configured order."""
@@ -188,7 +213,10 @@ class Federation:
             server_round, arrays, ConfigRecord(dict(self.eval_cfg)), self.grid))
         for reason in error_reasons(replies):
             log.warning("Round %d: a hospital failed to evaluate: %s", server_round, reason)
-        self.strategy.aggregate_evaluate(server_round, replies)
+        try:  # Flower's own aggregate (logged only; the federation's numbers come from each hospital's metrics)
+            self.strategy.aggregate_evaluate(server_round, replies)
+        except InconsistentMessageReplies as exc:  # e.g. a hospital whose policy left no release for its personal model
+            log.info("Round %d: Flower's evaluate aggregate skipped: %s", server_round, exc)
         order = {name: i for i, name in enumerate(self.cfg.data.hospitals)}
         got = {self.name_of(r): metrics_of(r.content) for r in replies if not r.has_error()}
         return dict(sorted(got.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0])))

@@ -10,11 +10,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 from flwr.app import ConfigRecord, RecordDict
 
-from fedheart.models import full_spec
 from fedheart.onnx_export import write_run_onnx
 from fedheart.report import write_report
 from fedheart.runs import write_json, write_text
+from fedheart.saved_model import model_meta
+from fedheart.splits import FLAMBY_TRAIN_FRACTION
 from fedheart.summary import summary_table
+from fedheart.summary_personal import personal_summary
 from server_app.records import metrics_of, to_arrays
 from server_app.replies import error_reasons
 
@@ -29,13 +31,18 @@ def baselines(federation: Federation, train_cfg: ConfigRecord, names: Iterable[s
 
     Only the hospitals of the final evaluation are asked (the summary shows no others): with
     many clients and a sampled ``fraction_evaluate`` that keeps this phase as cheap as a round.
+    With ``data.train_fraction=1.0`` (a ``data.holdout`` run) the training hospitals have no test rows
+    to compare on: only the held-out hospital is asked, for a local-only model on its default split.
     """
     cfg = federation.cfg
-    config = ConfigRecord({**dict(train_cfg), "baseline.rounds": cfg.rounds, "baseline.local-only": cfg.baselines})
-    content = RecordDict({"arrays": to_arrays(federation.initial), "config": config})
+    settings = {**dict(train_cfg), "baseline.rounds": cfg.rounds, "baseline.local-only": cfg.baselines}
     wanted = set(names)
-    replies = federation.send([n for n, h in federation.hospitals.items() if h.name in wanted], "query.baseline",
-                              content)
+    if cfg.data.train_fraction >= 1.0:
+        wanted &= {h.name for h in federation.hospitals.values() if h.holdout}
+        settings["train-fraction"] = FLAMBY_TRAIN_FRACTION  # a hospital policy's own fraction still wins
+    content = RecordDict({"arrays": to_arrays(federation.initial), "config": ConfigRecord(settings)})
+    nodes = [n for n, h in federation.hospitals.items() if h.name in wanted]
+    replies = federation.send(nodes, "query.baseline", content) if nodes else []
     for reason in error_reasons(replies):
         log.warning("A hospital failed to compute its baselines: %s", reason)
     return {federation.name_of(r): metrics_of(r.content) for r in replies if not r.has_error()}
@@ -46,13 +53,10 @@ def finish(federation: Federation, final: dict[str, np.ndarray], per_hospital: d
     """Write the final model (weights and ONNX), ask for the baselines, write the summary and report."""
     cfg, history, run_dir = federation.cfg, federation.history, federation.run_dir
     pre = federation.preprocessor()
-    run_dir.save_final_model(final, {
-        "model": cfg.model.name, "model_settings": full_spec(cfg.model).to_dict(),
-        "pipeline": cfg.data.pipeline, "features": pre.feature_names,
-        "preprocessing": pre.to_dict() if cfg.data.pipeline == "project"
+    run_dir.save_final_model(final, model_meta(
+        cfg.model, pre, preprocessing=None if cfg.data.pipeline == "project"
         else "per-hospital standardisation (FLamby): each hospital uses its own training mean/std",
-        "rounds": history.last_round, "strategy": cfg.strategy.name,
-    })
+        rounds=history.last_round, strategy=cfg.strategy.name))
     try:
         log.info("Portable model: %s", write_run_onnx(run_dir.path))
     except Exception as exc:  # the weights are saved: `fedheart export RUN_DIR` can write the file later
@@ -63,6 +67,9 @@ def finish(federation: Federation, final: dict[str, np.ndarray], per_hospital: d
     internal = federation.internal(per_hospital)
     external = {n: m for n, m in per_hospital.items() if n not in internal}
     table, data = summary_table(internal, found, federation.train_rows(), external=external)
+    if cfg.personalization.name != "none":
+        text, personal = personal_summary(cfg.personalization.name, internal, found)
+        table, data["personalization"] = f"{table}\n\n{text}", personal
     privacy = federation.privacy
     data.update({"rounds": history.last_round, "seconds": seconds, "strategy": cfg.strategy.name,
                  "protocol": cfg.protocol, "aggregation": cfg.aggregation.mode, "run_dir": str(run_dir.path),

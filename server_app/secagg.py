@@ -133,10 +133,12 @@ class StrategyBridge(LegacyStrategy):
     """
 
     def __init__(self, strategy: Strategy, grid: Grid, run_id: int, arrays: ArrayRecord, config: ConfigRecord,
-                 clipping_range: float, max_weight: float) -> None:
+                 clipping_range: float, max_weight: float, shared: tuple[str, ...] = ()) -> None:
         self.strategy, self.grid, self.run_id = strategy, grid, run_id
         self.arrays, self.config = arrays, config
-        self.settings = UpdateSettings(tuple(arrays.keys()), _weight_key(strategy), clipping_range, max_weight)
+        keys = tuple(arrays.keys())
+        self.settings = UpdateSettings(keys, _weight_key(strategy), clipping_range, max_weight,
+                                       reply_keys=shared if shared and shared != keys else ())
         self.instructions: dict[int, Message] = {}
         self.replies: list[Message] | None = None
 
@@ -162,7 +164,7 @@ class StrategyBridge(LegacyStrategy):
         for proxy, fitres in results:
             aggregate = parameters_to_ndarrays(fitres.parameters)
             arrays = ArrayRecord({k: Array(np.asarray(v, dtype=self.arrays[k].dtype))
-                                  for k, v in zip(self.settings.array_keys, aggregate, strict=True)})
+                                  for k, v in zip(self.settings.returned, aggregate, strict=True)})
             content = RecordDict({"arrays": arrays, "metrics": MetricRecord(dict(fitres.metrics))})
             replies.append(Message(content, reply_to=self.instructions[int(proxy.node_id)]))
         contributed = {int(proxy.node_id) for proxy, _ in results}
@@ -222,7 +224,7 @@ class SecAggTraining:
         started = time.perf_counter()
         a = cfg.aggregation
         bridge = StrategyBridge(federation.strategy, federation.grid, federation.run_id, arrays, config,
-                                a.clipping_range, a.max_weight)
+                                a.clipping_range, a.max_weight, tuple(federation.shared_keys(arrays.keys())))
         base = Context(run_id=federation.run_id, node_id=0, node_config={}, state=RecordDict(), run_config={})
         context = LegacyContext(base, config=ServerConfig(num_rounds=cfg.rounds), strategy=bridge,
                                 client_manager=SimpleClientManager())

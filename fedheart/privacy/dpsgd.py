@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import secrets
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,6 +38,7 @@ class DPSettings:
     noise_seed: int | None = None  # None: fresh OS randomness (the only private choice)
     min_noise_multiplier: float = 0.0  # a hospital policy's floor for the calibrated noise
     reserved: tuple[Entry, ...] = ()  # releases still to come in the run's budget (a policy's evaluations)
+    extra_steps: int = 0  # DP-SGD steps of personal training still to come in the run (same sampling rate)
 
     def __post_init__(self) -> None:
         if self.noise_multiplier is None and self.epsilon is None:
@@ -73,8 +75,11 @@ def poisson_loader(x: np.ndarray, y: np.ndarray, sample_rate: float, seed: int) 
 
 def train_private(model: nn.Module, x: np.ndarray, y: np.ndarray, cfg: TrainConfig, dp: DPSettings,
                   ledger: Ledger, *, server_round: int, seed_parts: tuple[int, ...] = (),
-                  public_rows: float | None = None) -> dict[str, float]:
+                  public_rows: float | None = None, after_step: Callable[[], None] | None = None) -> dict[str, float]:
     """Train ``model`` in place for one round under DP-SGD, or not at all if the budget is spent.
+
+    ``after_step``: a data-independent update after each noised step (Ditto's pull towards the global
+    model; post-processing, so outside the accounting).
 
     ``public_rows``: the hospital's noisy training-row count (a policy's statistics release). The
     sampling rate, the steps of an epoch, the gradient average and ``num-examples`` then follow it, so
@@ -98,7 +103,7 @@ def train_private(model: nn.Module, x: np.ndarray, y: np.ndarray, cfg: TrainConf
         sigma = dp.noise_multiplier
     else:
         if ledger.noise_multiplier is None:  # once per run, for all the rounds still to come
-            remaining = max(dp.rounds - server_round + 1, 1) * steps
+            remaining = max(dp.rounds - server_round + 1, 1) * steps + dp.extra_steps
             ledger.noise_multiplier = calibrate_noise(float(dp.epsilon), delta, sample_rate, remaining, ledger,
                                                       reserved=dp.reserved)
         sigma = max(ledger.noise_multiplier, dp.min_noise_multiplier)
@@ -115,6 +120,7 @@ def train_private(model: nn.Module, x: np.ndarray, y: np.ndarray, cfg: TrainConf
             max_grad_norm=dp.max_grad_norm, poisson_sampling=False,
             noise_generator=torch.Generator().manual_seed(noise_seed))
         optimizer.expected_batch_size = max(int(rows * sample_rate), 1)  # from the released count only
-        result = train(private, private_loader, cfg, steps, optimizer=optimizer, step_on_empty=True)
+        result = train(private, private_loader, cfg, steps, optimizer=optimizer, step_on_empty=True,
+                       after_step=after_step)
     ledger.history = [(float(z), float(q), int(n)) for z, q, n in engine.accountant.history]
     return metrics | {EPSILON: ledger.epsilon(delta), EXHAUSTED: 0.0, "local-steps": float(result.steps)}

@@ -50,3 +50,23 @@ def test_wrong_config_key_fails_the_run_before_round_one(simulation) -> None:
     assert run.status == "finished:failed"
     assert "train.lrr" in run.record["status-details"]
     assert not (run.run_dir / "metrics.jsonl").exists()
+
+
+def test_a_personalised_run_keeps_the_heads_at_the_hospitals(simulation) -> None:
+    import numpy as np
+
+    from fedheart.model import build_model, get_weights
+
+    run = simulation.run("personalization=fedper", "model=mlp", "rounds=2")
+    assert run.status == "finished:completed", run.record.get("status-details")
+    section = run.summary["personalization"]
+    assert section["method"] == "fedper" and set(section["hospitals"]) == set(run.summary["hospitals"])
+    for row in section["hospitals"].values():
+        assert 0.0 <= row["personal-accuracy"] <= 1.0 and row["local-only-accuracy"] is not None
+    assert "## Personalisation (fedper)" in (run.run_dir / "summary.md").read_text()
+    # The server's model: the aggregated body, and the head it started with (no hospital ever sent its own).
+    with np.load(run.run_dir / "final_model.npz") as final:
+        saved = {k: final[k] for k in final.files}
+    initial = get_weights(build_model("mlp", saved["net.0.weight"].shape[1], seed=0))
+    assert np.array_equal(saved["net.3.weight"], initial["net.3.weight"])
+    assert not np.allclose(saved["net.0.weight"], initial["net.0.weight"])
