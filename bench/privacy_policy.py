@@ -16,17 +16,16 @@ the statistics release and the evaluations cost in it (at the hospital's own del
 
 from __future__ import annotations
 
-import contextlib
 import math
 import multiprocessing
 import os
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import numpy as np
 import torch
@@ -73,20 +72,6 @@ def policy_text(epsilon: float, evaluation: str = "dp", evaluations: int = MAX_E
                          evaluations=evaluations)
 
 
-@contextlib.contextmanager
-def environment(**values: str) -> Iterator[None]:
-    old = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
 def ledger_costs(history: list, delta: float) -> dict[str, float]:
     """Epsilon (at ``delta``) of the statistics alone, of statistics + evaluations, and of everything."""
     entries = [tuple(e) for e in history]
@@ -122,7 +107,7 @@ def policy_run(common: list[str], epsilon: float, seed: int, overrides: list[str
     nodes = [{"partition-id": i, "num-partitions": len(names), "policy-path": str(policy),
               "state-dir": str(folder / "state" / name)} for i, name in enumerate(names)]
     data_dir = os.environ.get("FEDHEART_DATA_DIR") or str(DATA_DIR)
-    with environment(FEDHEART_DATA_DIR=data_dir, FEDHEART_OUTPUT_DIR=str(folder / "outputs")):
+    with mock.patch.dict(os.environ, {"FEDHEART_DATA_DIR": data_dir, "FEDHEART_OUTPUT_DIR": str(folder / "outputs")}):
         federation = Federation(cfg, LoopbackGrid(client.app, nodes), build_strategy(cfg), run_id=1)
         history = federation.run()
     seconds = time.perf_counter() - t0

@@ -43,6 +43,9 @@ class SuperLink(FlowerProcess):
     connection: str = "fedheart"
     extra_env: dict[str, str] = field(default_factory=dict)
     process: Process | None = None
+    # The folder its processes start in. Ray puts the simulation's folder on its workers' sys.path ahead
+    # of the app bundle's: an app from another copy of the code (bench/perf.py --before) must start there.
+    cwd: Path = REPO_ROOT
 
     @property
     def address(self) -> str:
@@ -66,7 +69,7 @@ class SuperLink(FlowerProcess):
             argv += ["--insecure"]
         if self.supernode_auth:
             argv += ["--enable-supernode-auth"]
-        self.process = start_process("superlink", argv, self.env, self.workdir / "superlink.log")
+        self.process = start_process("superlink", argv, self.env, self.workdir / "superlink.log", cwd=self.cwd)
         ctx = None
         if self.tls:
             import ssl

@@ -47,7 +47,7 @@ from launcher.flower import (
     submit_run,
     wait_until,
 )
-from tests.e2e.test_faults import STEP_S, TOLERANCE, _checkpoint_round, _final, _rounds
+from tests.e2e.runs import STEP_S, TOLERANCE, _checkpoint_round, _final, _rounds
 
 pytestmark = pytest.mark.e2e
 
