@@ -22,7 +22,7 @@ from moto.server import ThreadedMotoServer
 
 from launcher.flower import REPO_ROOT, SuperLink, free_port, tool
 from tests.conftest import Simulation
-from tests.unit.test_tracking import reject_duplicate_creates
+from tests.unit.test_tracking_sagemaker import reject_duplicate_creates
 
 pytestmark = pytest.mark.e2e
 
